@@ -1,0 +1,67 @@
+"""Turns a station directory's configuration into ready objects.
+
+The CLI and the HTTP app factory call these; nothing else builds models or
+Inspectors, so there is one place where objects are wired together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lineinspect.config import RuntimeSection, StationConfig
+from lineinspect.errors import ModelError
+from lineinspect.inspector import Inspector, PlaneCalibration
+from lineinspect.model import Model, RuntimeOptions
+from lineinspect.recipe import Recipe
+
+MODELS_DIR = "models"
+
+
+def runtime_options(section: RuntimeSection) -> RuntimeOptions:
+    return RuntimeOptions(
+        providers=tuple(section.providers),
+        intra_op_threads=section.intra_op_threads,
+        inter_op_threads=section.inter_op_threads,
+        allow_spinning=section.allow_spinning,
+    )
+
+
+def model_dir(station_dir: Path, name_or_path: str) -> Path:
+    """A recipe's `model`: a folder name under models/, or a path to a model folder."""
+    candidate = Path(name_or_path)
+    if candidate.is_absolute() or len(candidate.parts) > 1:
+        return candidate if candidate.is_absolute() else station_dir / candidate
+    return station_dir / MODELS_DIR / name_or_path
+
+
+def load_models(station_dir: Path, recipes: list[Recipe], options: RuntimeOptions) -> dict[str, Model]:
+    """Load each model the recipes use, once."""
+    models: dict[str, Model] = {}
+    for recipe in recipes:
+        if recipe.model in models:
+            continue
+        path = model_dir(station_dir, recipe.model)
+        if not path.is_dir():
+            raise ModelError(
+                f"recipe '{recipe.id}': model folder {path} not found "
+                f"(models live in {station_dir / MODELS_DIR}/<name>/ with model.onnx and model.yaml)"
+            )
+        models[recipe.model] = Model.load(path, options)
+    return models
+
+
+def build_inspector(
+    station_dir: Path,
+    config: StationConfig,
+    calibrations: dict[str, PlaneCalibration] | None = None,
+) -> Inspector:
+    models = load_models(station_dir, config.recipes, runtime_options(config.runtime))
+    recipes = {r.id: r for r in config.recipes}
+    return Inspector(models, recipes, config.default_recipe_id, calibrations)
+
+
+def single_model_inspector(path: Path, options: RuntimeOptions, recipe: Recipe | None = None) -> Inspector:
+    """An Inspector for one model folder with a default recipe (for `check --model`)."""
+    model = Model.load(path, options)
+    recipe = recipe or Recipe(id=f"{model.id}-default", model=model.id)
+    return Inspector({model.id: model}, {recipe.id: recipe.model_copy(update={"model": model.id})}, recipe.id)

@@ -1,0 +1,140 @@
+"""station.yaml: one file, validated, every field described.
+
+`lineinspect schema` prints the JSON Schema of this file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lineinspect.errors import ConfigError, format_validation_error
+from lineinspect.recipe import Recipe
+
+STATION_FILE = "station.yaml"
+STATION_DIR_ENV = "LINEINSPECT_STATION_DIR"
+
+
+class UnsPath(BaseModel):
+    """ISA-95 unified namespace position of the station."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enterprise: str = Field("acme", min_length=1, description="Enterprise (company).")
+    site: str = Field("plant1", min_length=1, description="Site (plant).")
+    area: str = Field("area1", min_length=1, description="Area (hall, department).")
+    line: str = Field("line1", min_length=1, description="Production line.")
+    cell: str = Field("cell1", min_length=1, description="Work cell on the line.")
+
+
+class StationSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field("station1", pattern=r"^[A-Za-z0-9_.-]+$", description="Station id, unique on the line.")
+    uns: UnsPath = Field(default_factory=UnsPath, description="Where the station sits in the plant.")
+
+    @property
+    def path(self) -> str:
+        u = self.uns
+        return f"{u.enterprise}/{u.site}/{u.area}/{u.line}/{u.cell}/lineinspect/{self.id}"
+
+
+class RuntimeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="onnxruntime execution providers in order of preference "
+        "(e.g. CUDAExecutionProvider, TensorrtExecutionProvider, OpenVINOExecutionProvider); "
+        "ones not installed are skipped with a warning, CPU is always the fallback.",
+    )
+    intra_op_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=0,
+        description="Threads one inference may use (0: onnxruntime decides).",
+    )
+    inter_op_threads: int = Field(1, ge=0, description="Threads for parallel graph branches.")
+    allow_spinning: bool = Field(
+        False, description="Let onnxruntime threads busy-wait between runs (lower latency, burns CPU)."
+    )
+
+
+class HttpSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all interfaces).")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port).")
+    api_key_env: str = Field(
+        "LINEINSPECT_API_KEY",
+        description="Environment variable holding the API key that mutating endpoints require; "
+        "when it is unset or empty no key is required.",
+    )
+    max_upload_bytes: int = Field(25_000_000, gt=0, description="Largest accepted upload in bytes (413 above).")
+    max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted image in pixels (width × height).")
+    inference_workers: int = Field(2, ge=1, le=64, description="Uploads inspected at once.")
+    max_waiting: int = Field(32, ge=0, description="Uploads allowed to wait for a worker before 503.")
+    inference_timeout_ms: int = Field(
+        10_000, gt=0, description="An upload not inspected within this time gets an undecided result."
+    )
+
+
+class StationConfig(BaseModel):
+    """Contents of station.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    station: StationSection = Field(default_factory=StationSection, description="Identity of the station.")
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection, description="onnxruntime settings.")
+    recipes: list[Recipe] = Field(..., min_length=1, description="Products this station inspects.")
+    default_recipe: str | None = Field(None, description="Recipe used when none is named; default: the first.")
+    http: HttpSection = Field(default_factory=HttpSection, description="HTTP API for uploads and status.")
+
+    @model_validator(mode="after")
+    def _recipes_consistent(self) -> StationConfig:
+        ids = [r.id for r in self.recipes]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"recipe ids must be unique; repeated: {dupes}")
+        if self.default_recipe is not None and self.default_recipe not in ids:
+            raise ValueError(f"default_recipe '{self.default_recipe}' is not a recipe id; recipes: {ids}")
+        return self
+
+    @property
+    def default_recipe_id(self) -> str:
+        return self.default_recipe or self.recipes[0].id
+
+
+def station_dir_from(arg: str | None) -> Path:
+    """--station-dir, else $LINEINSPECT_STATION_DIR, else the current directory."""
+    return Path(arg or os.environ.get(STATION_DIR_ENV) or ".").resolve()
+
+
+def parse_station(raw: Any, source: str) -> StationConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (station, recipes, ...), got {type(raw).__name__}")
+    try:
+        return StationConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration:\n{format_validation_error(exc)}") from exc
+
+
+def load_station(station_dir: Path) -> StationConfig:
+    path = station_dir / STATION_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: not found. The station directory holds station.yaml, models/, cameras/ and "
+            f"calibration/; pass --station-dir or set {STATION_DIR_ENV}"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_station(raw, str(path))
+
+
+def station_json_schema() -> dict[str, Any]:
+    return StationConfig.model_json_schema()

@@ -1,0 +1,114 @@
+"""Defects: what a model found, in original-image pixels (and mm once calibrated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """Axis-aligned box in pixels of the original image: x0,y0 inclusive, x1,y1 exclusive."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def shifted(self, dx: float, dy: float) -> Box:
+        return Box(self.x0 + dx, self.y0 + dy, self.x1 + dx, self.y1 + dy)
+
+    def clipped(self, width: int, height: int) -> Box:
+        return Box(
+            min(max(self.x0, 0.0), width),
+            min(max(self.y0, 0.0), height),
+            min(max(self.x1, 0.0), width),
+            min(max(self.y1, 0.0), height),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Defect:
+    """One defect.
+
+    `area_px` is the mask's pixel count where a mask exists, else the box area.
+    `length_px`/`width_px` are the sides of the minimum-area rotated rectangle
+    (so a diagonal scratch measures its true length). The `_mm` fields are set
+    by calibration; None means the camera is not calibrated.
+    """
+
+    class_name: str
+    score: float
+    box: Box
+    area_px: float
+    length_px: float
+    width_px: float
+    mask: np.ndarray | None = None  # (box h, box w) bool, cropped to `box`
+    area_mm2: float | None = None
+    length_mm: float | None = None
+    width_mm: float | None = None
+    box_mm: tuple[float, float, float, float] | None = None
+
+    def shifted(self, dx: float, dy: float) -> Defect:
+        return replace(self, box=self.box.shifted(dx, dy))
+
+    @staticmethod
+    def from_box(class_name: str, score: float, box: Box) -> Defect:
+        return Defect(
+            class_name=class_name,
+            score=float(score),
+            box=box,
+            area_px=max(box.width, 0.0) * max(box.height, 0.0),
+            length_px=max(box.width, box.height),
+            width_px=min(box.width, box.height),
+        )
+
+
+def defects_from_mask(
+    mask: np.ndarray,
+    score_map: np.ndarray,
+    class_name: str,
+    *,
+    min_area_px: int = 1,
+) -> list[Defect]:
+    """Connected components of `mask` → defects.
+
+    mask: (H, W) bool. score_map: (H, W) float, the defect score per pixel; a
+    defect's score is the maximum inside its component. 8-connectivity.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    defects = []
+    for i in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        if area < min_area_px:
+            continue
+        crop = labels[y : y + h, x : x + w] == i
+        score = float(score_map[y : y + h, x : x + w][crop].max())
+        points = np.argwhere(crop)[:, ::-1].astype(np.float32)
+        if len(points) >= 2:
+            (_, _), (rw, rh), _ = cv2.minAreaRect(points)
+            length, width = max(rw, rh) + 1.0, min(rw, rh) + 1.0
+        else:
+            length = width = 1.0
+        defects.append(
+            Defect(
+                class_name=class_name,
+                score=score,
+                box=Box(float(x), float(y), float(x + w), float(y + h)),
+                area_px=float(area),
+                length_px=float(length),
+                width_px=float(width),
+                mask=crop,
+            )
+        )
+    return defects

@@ -1,0 +1,140 @@
+"""Model card: what a model expects and how to read its outputs (`models/<name>/model.yaml`)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lineinspect.errors import ModelError, format_validation_error
+
+CARD_FILE = "model.yaml"
+MODEL_FILE = "model.onnx"
+
+AdapterKind = Literal["anomaly", "segmentation", "yolo", "classification"]
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="ONNX input name; default: the model's first input.")
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="Tensor layout of the input.")
+    width: int = Field(..., gt=0, description="Input width in pixels.")
+    height: int = Field(..., gt=0, description="Input height in pixels.")
+    color: Literal["RGB", "BGR", "GRAY"] = Field("RGB", description="Channel order the model expects.")
+    resize: Literal["stretch", "letterbox"] = Field(
+        "stretch", description="stretch to the input size, or letterbox (keep aspect, pad)."
+    )
+    pad_value: int = Field(114, ge=0, le=255, description="Grey level of letterbox padding.")
+    scale: float = Field(1.0 / 255.0, description="Pixel values are multiplied by this first.")
+    mean: list[float] = Field(default_factory=lambda: [0.0], description="Subtracted per channel after scaling.")
+    std: list[float] = Field(default_factory=lambda: [1.0], description="Divisor per channel after the mean.")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "GRAY" else 3
+
+
+class AnomalyCalibration(BaseModel):
+    """Raw-score normalisation of an anomaly model: 0.5 sits on the threshold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_threshold: float = Field(..., description="Raw image score at which a part is anomalous.")
+    pixel_threshold: float = Field(..., description="Raw anomaly-map value at which a pixel is defective.")
+    score_min: float = Field(0.0, description="Raw score mapped to 0 (typical good part).")
+    score_max: float = Field(..., description="Raw score mapped to 1 (clear defect).")
+    map_output: str | None = Field(None, description="Name of the anomaly-map output, if not standard.")
+    score_output: str | None = Field(None, description="Name of the image-score output, if not standard.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AnomalyCalibration:
+        if not self.score_min < self.score_max:
+            raise ValueError("score_min must be below score_max")
+        return self
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal["lineinspect.model/1"] = Field(
+        "lineinspect.model/1", alias="schema", description="Card format version."
+    )
+    name: str = Field(..., description="Model id, as recipes refer to it.")
+    version: str = Field("1", description="Model version, free text.")
+    description: str = Field("", description="What the model inspects, how it was built.")
+    adapter: AdapterKind = Field(..., description="How outputs are turned into defects.")
+    input: InputSpec = Field(..., description="Input tensor: size, layout, colours, normalisation.")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Class names by output index. For yolo, read from the ONNX metadata when empty.",
+    )
+    background_class: str | None = Field(
+        None, description="segmentation/classification: the class that means 'no defect' (e.g. good)."
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Default per-class score thresholds (0–1); '*' applies to any other class.",
+    )
+    anomaly: AnomalyCalibration | None = Field(None, description="anomaly adapter: raw-score scaling.")
+    activation: Literal["none", "softmax", "sigmoid"] = Field(
+        "none",
+        description="segmentation/classification: activation to apply to the raw outputs "
+        "(none when the model already outputs probabilities).",
+    )
+    iou_threshold: float = Field(0.5, ge=0, le=1, description="yolo: NMS IoU threshold.")
+    sha256: str = Field(..., description="SHA-256 of model.onnx; checked at load.")
+    trained: dict[str, object] = Field(default_factory=dict, description="Training provenance.")
+
+    @model_validator(mode="after")
+    def _adapter_needs(self) -> ModelCard:
+        if self.adapter == "anomaly" and self.anomaly is None:
+            raise ValueError("an anomaly model card needs an 'anomaly' section (thresholds)")
+        if self.adapter in ("segmentation", "classification") and not self.labels:
+            raise ValueError(f"a {self.adapter} model card needs 'labels'")
+        n = self.input.channels
+        for key in ("mean", "std"):
+            values = getattr(self.input, key)
+            if len(values) not in (1, n):
+                raise ValueError(f"input.{key} has {len(values)} values; the input has {n} channels")
+        if any(s == 0 for s in self.input.std):
+            raise ValueError("input.std must not contain 0")
+        return self
+
+    def threshold_for(self, class_name: str, default: float = 0.5) -> float:
+        return self.thresholds.get(class_name, self.thresholds.get("*", default))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_card(model_dir: Path) -> ModelCard:
+    """Read and validate `model.yaml` in `model_dir`; errors name the file and field."""
+    path = model_dir / CARD_FILE
+    if not path.is_file():
+        raise ModelError(f"{path}: model card not found (a model folder holds model.onnx and model.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: expected a mapping of card fields, got {type(raw).__name__}")
+    try:
+        return ModelCard.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelError(f"{path}: invalid model card:\n{format_validation_error(exc)}") from exc
+
+
+def write_card(card: ModelCard, model_dir: Path) -> Path:
+    path = model_dir / CARD_FILE
+    data = card.model_dump(mode="json", by_alias=True, exclude_none=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
