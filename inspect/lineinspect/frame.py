@@ -36,4 +36,6 @@ class Frame:
         if self.captured_at.tzinfo is None:
             raise ValueError("Frame.captured_at must be timezone-aware (UTC)")
         if self.image.dtype != np.uint8 or self.image.ndim not in (2, 3):
-            raise ValueError(f"Frame.image must be (H, W) or (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+            raise ValueError(
+                f"Frame.image must be (H, W) or (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}"
+            )

@@ -79,8 +79,7 @@ class Inspector:
             if roi.x + roi.width > w or roi.y + roi.height > h:
                 return self.undecided(
                     frame,
-                    f"recipe '{recipe.id}' ROI {roi.x},{roi.y} {roi.width}x{roi.height} "
-                    f"lies outside the {w}x{h} image",
+                    f"recipe '{recipe.id}' ROI {roi.x},{roi.y} {roi.width}x{roi.height} lies outside the {w}x{h} image",
                     recipe.id,
                 )
             image = image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]

@@ -99,16 +99,11 @@ def judge(defect: Defect, rule: ClassRule) -> tuple[bool, str]:
 
 
 def describe(defect: Defect) -> str:
-    if defect.length_mm is not None:
-        size = f"{defect.length_mm:.2f} mm"
-    else:
-        size = f"{defect.length_px:.0f} px"
+    size = f"{defect.length_mm:.2f} mm" if defect.length_mm is not None else f"{defect.length_px:.0f} px"
     return f"{defect.class_name} {size} (score {defect.score:.2f})"
 
 
-def decide(
-    defects: list[Defect], image_score: float, recipe: Recipe, default_min_score: dict[str, float]
-) -> Decision:
+def decide(defects: list[Defect], image_score: float, recipe: Recipe, default_min_score: dict[str, float]) -> Decision:
     """Defects (already measured) → verdict with a reason a person can read.
 
     default_min_score: the model card's per-class thresholds, used where the

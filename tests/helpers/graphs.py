@@ -13,9 +13,7 @@ from lineinspect.modelcard import MODEL_FILE, ModelCard, file_sha256, write_card
 OPSET = 17
 
 
-def save_model(
-    graph: onnx.GraphProto, model_dir: Path, card: dict, metadata: dict[str, str] | None = None
-) -> Path:
+def save_model(graph: onnx.GraphProto, model_dir: Path, card: dict, metadata: dict[str, str] | None = None) -> Path:
     """Write model.onnx + model.yaml (sha256 filled in) into model_dir."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
@@ -76,9 +74,7 @@ def red_segmentation(model_dir: Path, size: int = 64) -> Path:
     return save_model(graph, model_dir, card)
 
 
-def constant_output_graph(
-    name: str, input_shape: list[int], outputs: dict[str, np.ndarray]
-) -> onnx.GraphProto:
+def constant_output_graph(name: str, input_shape: list[int], outputs: dict[str, np.ndarray]) -> onnx.GraphProto:
     """Outputs fixed tensors, made to depend on the input (x * 0 added) so nothing folds away."""
     nodes = [helper.make_node("ReduceSum", ["input"], ["total"], keepdims=0)]
     nodes.append(helper.make_node("Mul", ["total", "zero"], ["nothing"]))

@@ -28,10 +28,8 @@ class ClassificationAdapter:
             )
         probs = activate(raw, self.card.activation, axis=0)
         top = int(probs.argmax())
-        if self.background is not None:
-            score = float(1.0 - probs[self.background])
-        else:
-            score = float(probs[top])
+        # Image score: how much the model doubts the part is good.
+        score = float(1.0 - probs[self.background]) if self.background is not None else float(probs[top])
         if top == self.background:
             return ModelOutput(score=score)
         box = Box(0.0, 0.0, float(geometry.image_width), float(geometry.image_height))

@@ -55,12 +55,12 @@ class YoloAdapter:
             )
         self.labels: list[str] = [str(n) for n in names]
         imgsz = meta.get("imgsz")
-        if isinstance(imgsz, list | tuple) and len(imgsz) == 2:
-            if (card.input.height, card.input.width) != (int(imgsz[0]), int(imgsz[1])):
-                raise AdapterError(
-                    f"yolo adapter: the card's input is {card.input.width}x{card.input.height} but the "
-                    f"model was exported at imgsz {list(imgsz)} (height, width); fix input.width/height"
-                )
+        exported = (int(imgsz[0]), int(imgsz[1])) if isinstance(imgsz, list | tuple) and len(imgsz) == 2 else None
+        if exported is not None and (card.input.height, card.input.width) != exported:
+            raise AdapterError(
+                f"yolo adapter: the card's input is {card.input.width}x{card.input.height} but the "
+                f"model was exported at imgsz {list(exported)} (height, width); fix input.width/height"
+            )
         self.task = str(meta.get("task", "segment" if len(output_names) > 1 else "detect"))
         self.output = output_names[0]
         self.protos = output_names[1] if len(output_names) > 1 else None
@@ -108,9 +108,7 @@ class YoloAdapter:
             best = max(best, score)
             x0, y0 = geometry.to_image(xyxy[i, 0], xyxy[i, 1])
             x1, y1 = geometry.to_image(xyxy[i, 2], xyxy[i, 3])
-            box = Box(float(x0), float(y0), float(x1), float(y1)).clipped(
-                geometry.image_width, geometry.image_height
-            )
+            box = Box(float(x0), float(y0), float(x1), float(y1)).clipped(geometry.image_width, geometry.image_height)
             if masks_in is None:
                 defects.append(Defect.from_box(name, score, box))
             else:
@@ -135,7 +133,6 @@ def _proto_masks(coeffs: np.ndarray, protos: np.ndarray) -> np.ndarray:
 
 
 def _masked_defect(name: str, score: float, box: Box, proto_mask: np.ndarray, geometry: Geometry) -> Defect:
-    mh, mw = proto_mask.shape
     # Prototype masks cover the whole (letterboxed) input at 1/4 resolution.
     in_w = round(geometry.pad_x * 2 + geometry.image_width * geometry.scale_x)
     in_h = round(geometry.pad_y * 2 + geometry.image_height * geometry.scale_y)
