@@ -8,6 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Shared fixtures: `mosquitto` (a real broker per test).
+pytest_plugins = ["tests.helpers.mosquitto"]
+
 # Threads that libraries start once per process and keep (not leaks of a test).
 _LONG_LIVED_PREFIXES = ("asyncio_", "AnyIO worker thread", "ThreadPoolExecutor-0_")
 

@@ -46,7 +46,9 @@ class Mosquitto:
     def start(self, timeout_s: float = 5.0) -> None:
         if not Path(MOSQUITTO).exists():
             pytest.skip("mosquitto is not installed (make test installs it when run as root)")
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 
-from tests.helpers.mosquitto import Mosquitto, mosquitto  # noqa: F401
+from tests.helpers.mosquitto import Mosquitto
 
 
-def test_broker_comes_back_on_same_port_when_restarted(mosquitto: Mosquitto) -> None:  # noqa: F811
+def test_broker_comes_back_on_same_port_when_restarted(mosquitto: Mosquitto) -> None:
     port = mosquitto.port
     mosquitto.stop()
     try:
