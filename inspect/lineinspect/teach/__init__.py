@@ -1,0 +1,1 @@
+"""Building models from a plant's own images (`lineinspect teach`)."""
