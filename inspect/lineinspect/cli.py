@@ -31,7 +31,92 @@ def add_schema(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_schema)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_schema]
+def _size(text: str) -> tuple[int, int]:
+    """`WxH` → (width, height) in pixels, for argparse."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size; write it as WIDTHxHEIGHT, e.g. 640x480") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': width and height must be positive")
+    return w, h
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lineinspect.synthetic import write_sample_set
+
+    width, height = args.size
+    if width < 64 or height < 48:
+        raise LineinspectError(f"--size {width}x{height}: sample images must be at least 64x48 px")
+    if args.good < 0 or args.defective < 0:
+        raise LineinspectError("--good and --defective are counts of images; give 0 or more")
+    out = Path(args.out)
+    write_sample_set(
+        out, good=args.good, defective=args.defective, seed=args.seed, width=width, height=height, progress=True
+    )
+    print(f"wrote {args.good} good and {args.defective} defective sample(s) with masks and manifest.json to {out}")
+    return EXIT_OK
+
+
+def add_samples(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("samples", help="generate synthetic sample parts (good and defective) with ground-truth masks")
+    p.add_argument("--out", required=True, help="folder to write good/, defective/, masks/ and manifest.json into")
+    p.add_argument("--good", type=int, default=12, help="number of good parts (default 12)")
+    p.add_argument("--defective", type=int, default=12, help="number of defective parts (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")
+    p.add_argument("--size", type=_size, default=(640, 480), help="image size WxH in pixels (default 640x480)")
+    p.set_defaults(func=cmd_samples)
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lineinspect.teach.anomaly import MIN_IMAGES, TeachOptions, teach_anomaly
+    from lineinspect.teach.good_folder import find_good_images
+
+    good = find_good_images(Path(args.good), minimum=MIN_IMAGES)
+    out = Path(args.out)
+    width, height = args.size
+    options = TeachOptions(
+        name=args.name or out.name,
+        width=width,
+        height=height,
+        target_false_reject=args.target_false_reject,
+        holdout_fraction=args.holdout,
+        seed=args.seed,
+    )
+    card = teach_anomaly(good, out, options)
+    assert card.anomaly is not None
+    print(
+        f"model '{card.name}' written to {out} from {card.trained['images']} good images "
+        f"in {card.trained['seconds']} s; image threshold {card.anomaly.image_threshold:g}, "
+        f"pixel threshold {card.anomaly.pixel_threshold:g} (raw scores)"
+    )
+    return EXIT_OK
+
+
+def add_teach(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teach", help="build an anomaly model (ONNX + model card) from images of good parts")
+    p.add_argument("--good", required=True, help="folder of images of good parts")
+    p.add_argument("--out", required=True, help="model folder to write, e.g. models/bracket")
+    p.add_argument("--name", help="model id recipes use (default: the --out folder's name)")
+    p.add_argument("--size", type=_size, default=(320, 240), help="model input WxH in pixels (default 320x240)")
+    p.add_argument(
+        "--target-false-reject",
+        type=float,
+        default=0.005,
+        help="share of good parts the thresholds may reject (default 0.005 = 0.5 %%)",
+    )
+    p.add_argument(
+        "--holdout", type=float, default=0.2, help="share of good images held back to set thresholds (default 0.2)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random hold-back split")
+    p.set_defaults(func=cmd_teach)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_schema, add_samples, add_teach]
 
 
 def build_parser() -> argparse.ArgumentParser:
