@@ -42,5 +42,16 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_inspection.py
 
+# Sample parts with ground truth (committed in sample_images/) and the default model, taught
+# from 200 generated good parts (another seed, not committed) by the project's own `teach`.
+samples: $(VENV)/.installed
+	rm -rf sample_images/good sample_images/defective sample_images/masks
+	$(BIN)/lineinspect samples --out sample_images --good 10 --defective 10 --seed 0
+
+default-model: $(VENV)/.installed
+	rm -rf build/teach-good
+	$(BIN)/lineinspect samples --out build/teach-good --good 200 --defective 0 --seed 1000
+	$(BIN)/lineinspect teach --good build/teach-good/good --out models/default --name default
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

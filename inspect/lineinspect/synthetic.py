@@ -103,7 +103,7 @@ def render_part(
     scene = scene * (1.0 - coverage) + plate_img * coverage
 
     scene = _lighting(rng, scene, s)
-    scene += rng.normal(0.0, 2.0, size=scene.shape).astype(np.float32)
+    scene += rng.normal(0.0, 1.5, size=scene.shape).astype(np.float32)
     image = np.clip(scene + 0.5, 0, 255).astype(np.uint8)
 
     total = np.zeros((height, width), bool)
@@ -193,7 +193,7 @@ def write_sample_set(
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+    if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
         raise OSError(f"{path}: cannot write the PNG file")
 
 
@@ -309,6 +309,7 @@ def _draw_defect(
         return np.zeros(allowed.shape, bool)
     k = int(rng.integers(len(xs)))
     centre = np.array([xs[k], ys[k]], np.float32)
+    before = plate.copy()
     if name == "scratch":
         mask = _scratch(rng, plate, centre, s, severity)
     elif name == "dent":
@@ -319,7 +320,11 @@ def _draw_defect(
         mask = _stain(rng, plate, centre, s, severity)
     else:
         raise ValueError(f"unknown defect class '{name}'; known: {', '.join(DEFECT_CLASSES)}")
-    return mask & (cv2.dilate(allowed.astype(np.uint8), np.ones((31, 31), np.uint8)) > 0)
+    # A defect that runs off the face is cut where it would reach an edge or a hole, in the
+    # picture and in the mask alike, so the ground truth marks every changed pixel.
+    keep = cv2.dilate(allowed.astype(np.uint8), np.ones((31, 31), np.uint8)) > 0
+    plate[~keep] = before[~keep]
+    return mask & keep
 
 
 def _polyline_layer(shape: tuple[int, int], paths: list[np.ndarray], thickness: int) -> np.ndarray:
