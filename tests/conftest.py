@@ -12,7 +12,8 @@ import pytest
 pytest_plugins = ["tests.helpers.mosquitto"]
 
 # Threads that libraries start once per process and keep (not leaks of a test).
-_LONG_LIVED_PREFIXES = ("asyncio_", "AnyIO worker thread", "ThreadPoolExecutor-0_")
+# tqdm starts one `tqdm_monitor` per process with the first progress bar and never stops it.
+_LONG_LIVED_PREFIXES = ("asyncio_", "AnyIO worker thread", "ThreadPoolExecutor-0_", "tqdm_monitor")
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,21 +164,27 @@ def write_sample_set(
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, object]] = []
     parts = generate(seed, good, defective, width, height)
-    for label, index, part in tqdm(parts, total=good + defective, desc="samples", unit="img", disable=not progress):
-        stem = f"{label}_{index:03d}"
-        file = f"{label}/{stem}.png"
-        _write_png(out_dir / file, part.image)
-        entry: dict[str, object] = {"file": file, "label": label, "classes": [], "mask": None, "defects": []}
-        if part.defects:
-            mask_file = f"masks/{stem}.png"
-            _write_png(out_dir / mask_file, part.mask.astype(np.uint8) * 255)
-            entry["classes"] = sorted({d.class_name for d in part.defects})
-            entry["mask"] = mask_file
-            entry["defects"] = [
-                {"class": d.class_name, "box": list(d.box), "area_px": d.area_px, "severity": d.severity}
-                for d in part.defects
-            ]
-        entries.append(entry)
+    # No bar at all when progress is off: a disabled tqdm bar is never closed, which keeps
+    # tqdm's monitor thread alive; `with` closes a real one even when a write fails.
+    bar_or_none = tqdm(total=good + defective, desc="samples", unit="img") if progress else nullcontext()
+    with bar_or_none as bar:
+        for label, index, part in parts:
+            stem = f"{label}_{index:03d}"
+            file = f"{label}/{stem}.png"
+            _write_png(out_dir / file, part.image)
+            entry: dict[str, object] = {"file": file, "label": label, "classes": [], "mask": None, "defects": []}
+            if part.defects:
+                mask_file = f"masks/{stem}.png"
+                _write_png(out_dir / mask_file, part.mask.astype(np.uint8) * 255)
+                entry["classes"] = sorted({d.class_name for d in part.defects})
+                entry["mask"] = mask_file
+                entry["defects"] = [
+                    {"class": d.class_name, "box": list(d.box), "area_px": d.area_px, "severity": d.severity}
+                    for d in part.defects
+                ]
+            entries.append(entry)
+            if bar is not None:
+                bar.update()
     manifest: dict[str, object] = {
         "schema": MANIFEST_SCHEMA,
         "generator": "lineinspect samples",

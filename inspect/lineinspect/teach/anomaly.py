@@ -37,9 +37,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -152,10 +154,18 @@ def _load(paths: Sequence[Path], spec: InputSpec, progress: bool) -> tuple[np.nd
     tensors = []
     sizes: set[tuple[int, int]] = set()
     images = read_good_images(list(paths))
-    for _, image in tqdm(images, total=len(paths), desc="reading", unit="img", disable=not progress):
-        sizes.add((image.shape[1], image.shape[0]))
-        tensors.append(preprocess(image, spec)[0][0])
+    with _bar(len(paths), "reading", progress) as bar:
+        for _, image in images:
+            sizes.add((image.shape[1], image.shape[0]))
+            tensors.append(preprocess(image, spec)[0][0])
+            if bar is not None:
+                bar.update()
     return np.stack(tensors), sizes
+
+
+def _bar(total: int, desc: str, enabled: bool) -> tqdm[Any] | nullcontext[None]:
+    """A progress bar, or nothing: a disabled tqdm bar is never closed and keeps tqdm's monitor thread alive."""
+    return tqdm(total=total, desc=desc, unit="img") if enabled else nullcontext()
 
 
 def _feature_statistics(tensors: np.ndarray, spec: InputSpec, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -166,10 +176,13 @@ def _feature_statistics(tensors: np.ndarray, spec: InputSpec, progress: bool) ->
     total = np.zeros((len(FEATURES), spec.height, spec.width), np.float64)
     squares = np.zeros_like(total)
     batches = range(0, len(tensors), BATCH)
-    for start in tqdm(batches, desc="learning", unit="batch", disable=not progress):
-        values = session.run([features], {"input": tensors[start : start + BATCH]})[0].astype(np.float64)
-        total += values.sum(axis=0)
-        squares += (values * values).sum(axis=0)
+    with _bar(len(tensors), "learning", progress) as bar:
+        for start in batches:
+            values = session.run([features], {"input": tensors[start : start + BATCH]})[0].astype(np.float64)
+            total += values.sum(axis=0)
+            squares += (values * values).sum(axis=0)
+            if bar is not None:
+                bar.update(len(values))
     n = len(tensors)
     mean = total / n
     std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0) * n / max(n - 1, 1))
