@@ -92,7 +92,7 @@ def render_part(
     # The part sits in a fixture: a little translation and rotation, never exact.
     angle_deg = float(rng.uniform(-1.5, 1.5))
     shift = rng.uniform(-6.0, 6.0, size=2) * s
-    warp = cv2.getRotationMatrix2D((width / 2, height / 2), angle_deg, 1.0)
+    warp = np.asarray(cv2.getRotationMatrix2D((width / 2, height / 2), angle_deg, 1.0), np.float64)
     warp[:, 2] += shift
     plate_img = cv2.warpAffine(plate_bgr, warp, (width, height), flags=cv2.INTER_LINEAR)
     coverage = cv2.warpAffine(layout.plate, warp, (width, height), flags=cv2.INTER_LINEAR)[:, :, None]
@@ -252,8 +252,8 @@ def _brushed_aluminium(rng: np.random.Generator, width: int, height: int, s: flo
     """(H, W, 3) float32 BGR plate: streaks along x, a faint waviness, a slightly bluish grey."""
     noise = rng.normal(0.0, 1.0, size=(height, width)).astype(np.float32)
     streak = max(3, round(41 * s)) | 1
-    streaks = cv2.blur(noise, (streak, 1))
-    streaks /= float(streaks.std()) + 1e-6
+    streaks = np.asarray(cv2.blur(noise, (streak, 1)), np.float32)
+    streaks = streaks / (float(streaks.std()) + 1e-6)
     coarse = cv2.resize(
         rng.normal(0.0, 1.0, size=(6, 8)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
     )

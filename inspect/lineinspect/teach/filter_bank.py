@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
@@ -53,7 +54,7 @@ class GraphParts:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
         out = self.name(stem or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
