@@ -122,16 +122,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         inspector = Inspector(load_models(station_dir, [recipe], options), {recipe.id: recipe}, recipe.id)
     max_pixels = (config.http if config is not None else HttpSection()).max_pixels
 
-    bar = tqdm(
-        total=len(paths),
-        unit="img",
-        file=sys.stderr,
-        disable=args.quiet or not sys.stderr.isatty(),
-        dynamic_ncols=True,
-    )
+    # tqdm starts a monitor thread per process even for a disabled bar, so only make one when it is shown.
+    show_bar = not args.quiet and sys.stderr.isatty()
+    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True) if show_bar else None
 
     def on_row(row: CheckRow) -> None:
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
         if row.verdict.value != "pass":
             # An ImageError already names the file.
             what = row.error if row.error is not None else f"{row.path}: {row.reason}"
@@ -140,7 +137,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         report = check_images(inspector, paths, max_pixels=max_pixels, on_row=on_row)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     print(report.summary.line())
     if report_path is not None:
         write_report(report, report_path)

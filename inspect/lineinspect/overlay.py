@@ -65,7 +65,7 @@ def _draw_finding(canvas: np.ndarray, finding: Finding, thickness: int, font_sca
         return
     if defect.mask is not None and defect.mask.size:
         _blend_mask(canvas, defect, colour)
-    cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), colour, thickness, cv2.LINE_AA)
+    cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), colour, thickness, cv2.LINE_8)  # crisp: exact pixels
     _label(canvas, f"{defect.class_name} {defect.score:.2f}", (x0, y0), colour, thickness, font_scale)
 
 
