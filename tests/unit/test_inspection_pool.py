@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 import pytest
 
 from lineinspect.http.pool import InspectionPool, PoolFull, PoolTimeout
+from lineinspect.http.server import bind_socket, url_of
 
 
 def test_pool_refuses_at_once_when_workers_and_waiting_line_are_full() -> None:
@@ -64,3 +66,11 @@ def test_pool_refuses_jobs_after_shutdown() -> None:
     pool.shutdown()
     with pytest.raises(PoolFull, match="shutting down"):
         pool.submit(lambda: None)
+
+
+def test_bound_socket_is_tcp_so_served_connections_get_nodelay() -> None:
+    # asyncio sets TCP_NODELAY on accepted connections only for IPPROTO_TCP listeners; without it
+    # each keep-alive HTTP response stalls ~40 ms on a delayed ACK.
+    with bind_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert url_of(sock).startswith("http://127.0.0.1:")
