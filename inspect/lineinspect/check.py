@@ -227,6 +227,8 @@ def _decode_ahead(
             image = read_image_file(str(path), max_pixels=max_pixels)
         except ImageError as exc:
             return exc
+        except Exception as exc:  # a decoder bug on one odd file must not stop the batch
+            return ImageError("corrupt", f"{path}: cannot be decoded: {type(exc).__name__}: {exc}")
         return image, (time.monotonic_ns() - t0) / 1e6
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lineinspect-check-decode") as reader:

@@ -91,7 +91,12 @@ def inspect_upload(
     failure is an `undecided` result.
     """
     t0 = time.monotonic_ns()
-    image = decode_image(data, max_pixels=max_pixels, name=name)
+    try:
+        image = decode_image(data, max_pixels=max_pixels, name=name)
+    except ImageError:
+        raise
+    except Exception as exc:  # a decoder bug on a hostile file is still the file's fault: 422, not 500
+        raise ImageError("corrupt", f"{name}: cannot be decoded: {type(exc).__name__}: {exc}") from None
     decode_ms = (time.monotonic_ns() - t0) / 1e6
     frame = Frame(image=image, source=name)
     try:
