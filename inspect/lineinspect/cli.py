@@ -116,7 +116,137 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teach)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_schema, add_samples, add_teach]
+STATION_DIR_HELP = "folder holding station.yaml and models/ (default: $LINEINSPECT_STATION_DIR or .)"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from lineinspect.assemble import build_inspector
+    from lineinspect.config import load_station, station_dir_from
+    from lineinspect.http.app import create_app
+    from lineinspect.http.server import bind_socket, make_server, serve, url_of
+
+    station_dir = station_dir_from(args.station_dir)
+    config = load_station(station_dir)
+    http = config.http
+    host = args.host or http.host
+    port = http.port if args.port is None else args.port
+    api_key = os.environ.get(http.api_key_env) or None
+    inspector = build_inspector(station_dir, config)
+    app = create_app(inspector, http, station_path=config.station.path, api_key=api_key)
+    sock = bind_socket(host, port)
+    url = url_of(sock)
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("lineinspect.serve").warning(
+            "serving on %s without an API key: anyone on the network can upload; set %s", host, http.api_key_env
+        )
+    key_note = f"uploads need the {http.api_key_env} key" if api_key else "no API key required"
+    print(f"lineinspect: station {config.station.path} serving on {url} (docs {url}/docs; {key_note})", flush=True)
+    try:
+        stopped_by = serve(make_server(app, log_level="debug" if args.verbose else "info"), sock)
+    finally:
+        sock.close()
+    print(f"lineinspect: stopped{f' ({stopped_by.name})' if stopped_by else ''}", flush=True)
+    return EXIT_OK
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the HTTP API (uploads, health, readiness) for a station")
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.add_argument("--host", help="address to listen on (default: station.yaml http.host)")
+    p.add_argument("--port", type=int, help="TCP port, 0 for any free one (default: station.yaml http.port)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from lineinspect.assemble import load_models, model_dir, runtime_options, single_model_inspector
+    from lineinspect.check import (
+        CheckRow,
+        CheckUsageError,
+        check_images,
+        check_report_path,
+        collect_images,
+        write_report,
+    )
+    from lineinspect.config import STATION_FILE, HttpSection, RuntimeSection, load_station, station_dir_from
+    from lineinspect.errors import ModelError
+    from lineinspect.inspector import Inspector
+
+    report_path = Path(args.report) if args.report else None
+    check_report_path(report_path)
+    paths = collect_images(args.paths)
+    station_dir = station_dir_from(args.station_dir)
+    # --model alone needs no station.yaml; with --recipe the recipe's rules judge that model's output.
+    config = load_station(station_dir) if args.model is None or args.recipe is not None else None
+    recipe = None
+    if config is not None:
+        wanted = args.recipe or config.default_recipe_id
+        recipe = next((r for r in config.recipes if r.id == wanted), None)
+        if recipe is None:
+            raise CheckUsageError(
+                f"--recipe {wanted}: {station_dir / STATION_FILE} has no such recipe; "
+                f"recipes: {[r.id for r in config.recipes]}"
+            )
+    options = runtime_options(config.runtime if config is not None else RuntimeSection())
+    if args.model is not None:
+        given = Path(args.model)
+        folder = given if given.is_dir() else model_dir(station_dir, args.model)
+        if not folder.is_dir():
+            raise ModelError(
+                f"--model {args.model}: neither a model folder nor {station_dir / 'models' / args.model}; "
+                "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
+            )
+        inspector = single_model_inspector(folder, options, recipe)
+    else:
+        assert recipe is not None
+        inspector = Inspector(load_models(station_dir, [recipe], options), {recipe.id: recipe}, recipe.id)
+    max_pixels = (config.http if config is not None else HttpSection()).max_pixels
+
+    # tqdm starts a monitor thread per process even for a disabled bar, so only make one when it is shown.
+    show_bar = not args.quiet and sys.stderr.isatty()
+    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, dynamic_ncols=True) if show_bar else None
+
+    def on_row(row: CheckRow) -> None:
+        if bar is not None:
+            bar.update(1)
+        if row.verdict.value != "pass":
+            # An ImageError already names the file.
+            what = row.error if row.error is not None else f"{row.path}: {row.reason}"
+            tqdm.write(f"{row.verdict.value.upper():9} {what}", file=sys.stdout)
+
+    try:
+        report = check_images(inspector, paths, max_pixels=max_pixels, on_row=on_row)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(report.summary.line())
+    if report_path is not None:
+        write_report(report, report_path)
+        print(f"report: {report_path}")
+    return EXIT_OK if report.exit_status == 0 else EXIT_FAILED
+
+
+def add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="inspect image files offline: a verdict per image, a summary, an optional JSON/CSV report",
+        description="Exit status: 0 all passed, 1 any failed or undecided, 2 usage error.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--model", help="model folder, or a model name under the station's models/ (no station.yaml needed)")
+    p.add_argument("--recipe", help="recipe id from station.yaml (default: the station's default recipe)")
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.add_argument("--report", metavar="FILE", help="write a report: FILE.json (rows + summary) or FILE.csv (rows)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_schema, add_serve, add_check, add_samples, add_teach]
 
 
 def build_parser() -> argparse.ArgumentParser:

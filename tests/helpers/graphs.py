@@ -87,3 +87,45 @@ def constant_output_graph(name: str, input_shape: list[int], outputs: dict[str, 
     return helper.make_graph(
         nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)], infos, initializer=inits
     )
+
+
+def slow_brightness_anomaly(model_dir: Path, size: int = 64, matmuls: int = 40, side: int = 512) -> Path:
+    """brightness_anomaly that also does `matmuls` (side × side) matrix products first (for timeout tests).
+
+    The products depend on the input, so onnxruntime cannot fold them away, and
+    their result is multiplied by 0, so the outputs equal brightness_anomaly's.
+    """
+    nodes = [
+        helper.make_node("ReduceMax", ["input"], ["brightest"], keepdims=0),
+        helper.make_node("Mul", ["eye", "brightest"], ["m0"]),
+    ]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"m{i}", "eye"], [f"m{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"m{matmuls}"], ["busy"], keepdims=0),
+        helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
+        helper.make_node("ReduceMax", ["input"], ["brightness"], axes=[1], keepdims=1),
+        helper.make_node("Add", ["brightness", "nothing"], ["anomaly_map"]),
+        helper.make_node("ReduceMax", ["anomaly_map"], ["pred_score"], axes=[1, 2, 3], keepdims=0),
+    ]
+    inits = [
+        numpy_helper.from_array(np.eye(side, dtype=np.float32), "eye"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow_brightness",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, [1, 1, size, size]),
+            helper.make_tensor_value_info("pred_score", TensorProto.FLOAT, [1]),
+        ],
+        initializer=inits,
+    )
+    card = {
+        "name": model_dir.name,
+        "adapter": "anomaly",
+        "input": {"width": size, "height": size, "color": "RGB"},
+        "anomaly": {"image_threshold": 0.5, "pixel_threshold": 0.5, "score_min": 0.0, "score_max": 1.0},
+    }
+    return save_model(graph, model_dir, card)

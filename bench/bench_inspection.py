@@ -1,0 +1,168 @@
+"""Inspection throughput, measured side by side in one process and one run.
+
+Prints raw onnxruntime inferences/s for a model, then `lineinspect check`
+images/s and HTTP upload requests/s at 1, 2 and 4 concurrent clients, each as
+a ratio to the raw figure measured in the same round. The phases are
+interleaved over several rounds and the median ratio is reported, so a busy
+neighbour on a shared machine shifts all figures alike instead of one.
+
+    python bench/bench_inspection.py [--model models/default] [--images sample_images]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import onnxruntime as ort
+
+from lineinspect.assemble import model_dir, single_model_inspector
+from lineinspect.check import check_images, collect_images
+from lineinspect.config import HttpSection
+from lineinspect.decode import read_image_file
+from lineinspect.http.app import create_app
+from lineinspect.http.server import bind_socket, make_server, url_of
+from lineinspect.inspector import Inspector
+from lineinspect.model import Model, RuntimeOptions
+from lineinspect.preprocess import preprocess
+
+CLIENT_COUNTS = (1, 2, 4)
+SERVER_START_TIMEOUT_S = 30
+
+
+def per_second(run_once: Callable[[], int], seconds: float) -> float:
+    """Call `run_once` (returns how many items it did) until `seconds` have passed; items per second."""
+    done = 0
+    t0 = time.monotonic_ns()
+    deadline = t0 + int(seconds * 1e9)
+    while time.monotonic_ns() < deadline:
+        done += run_once()
+    return done / ((time.monotonic_ns() - t0) / 1e9)
+
+
+def raw_inferences_per_s(model: Model, image_path: Path, seconds: float) -> float:
+    """onnxruntime alone: one preprocessed tensor, session.run in a loop."""
+    tensor, _ = preprocess(read_image_file(str(image_path)), model.card.input)
+    feed = {model.input_name: tensor}
+
+    def once() -> int:
+        model.session.run(model.output_names, feed)
+        return 1
+
+    return per_second(once, seconds)
+
+
+def check_images_per_s(inspector: Inspector, paths: list[Path], seconds: float) -> float:
+    """What `lineinspect check` does per image: read, decode, inspect, judge."""
+    return per_second(lambda: check_images(inspector, paths).summary.images, seconds)
+
+
+def http_requests_per_s(url: str, uploads: list[tuple[str, bytes]], clients: int, seconds: float) -> float:
+    """`clients` threads, each with its own connection, posting the images in turn until the time is up."""
+    counts = [0] * clients
+    failures: list[str] = []
+    start = threading.Barrier(clients + 1)
+    deadline_ns = [0]
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            start.wait()
+            i = index
+            while time.monotonic_ns() < deadline_ns[0]:
+                name, data = uploads[i % len(uploads)]
+                response = http.post("/v1/inspections", files={"file": (name, data)})
+                if response.status_code != 200:
+                    failures.append(f"{name}: {response.status_code} {response.text[:200]}")
+                    return
+                counts[index] += 1
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(i,), name=f"bench-client-{i}") for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    t0 = time.monotonic_ns()
+    deadline_ns[0] = t0 + int(seconds * 1e9)
+    start.wait()
+    for thread in threads:
+        thread.join()
+    elapsed_s = (time.monotonic_ns() - t0) / 1e9
+    if failures:
+        raise SystemExit(f"bench: HTTP upload failed: {failures[0]}")
+    return sum(counts) / elapsed_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="models/default", help="model folder or name under models/")
+    parser.add_argument("--images", default="sample_images", help="images: folder, files or globs")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--workers", type=int, default=HttpSection().inference_workers, help="HTTP inference workers")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: the default)")
+    args = parser.parse_args(argv)
+
+    folder = Path(args.model) if Path(args.model).is_dir() else model_dir(Path.cwd(), args.model)
+    if not folder.is_dir():
+        print(f"bench: model folder {folder} not found; build it (make default-model) or pass --model", file=sys.stderr)
+        return 2
+    paths = collect_images([args.images])
+    options = RuntimeOptions(intra_op_threads=args.threads) if args.threads else RuntimeOptions()
+    inspector = single_model_inspector(folder, options)
+    model = next(iter(inspector.models.values()))
+    uploads = [(p.name, p.read_bytes()) for p in paths]
+
+    settings = HttpSection(inference_workers=args.workers, max_waiting=max(CLIENT_COUNTS))
+    app = create_app(inspector, settings, station_path="bench")
+    sock = bind_socket("127.0.0.1", 0)
+    url = url_of(sock)
+    server = make_server(app, log_level="warning", access_log=False)
+    serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="bench-uvicorn")
+    serving.start()
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not server.started and time.monotonic() < deadline and serving.is_alive():
+            time.sleep(0.02)
+        if not server.started:
+            print("bench: the HTTP server did not start", file=sys.stderr)
+            return 2
+        spec = model.card.input
+        print(
+            f"lineinspect bench: model {model.id} ({model.card.adapter}, {spec.width}x{spec.height}), "
+            f"{len(paths)} images from {args.images}, {args.rounds} rounds x {args.seconds:g} s per figure, "
+            f"{os.cpu_count()} CPUs, onnxruntime {ort.__version__}, {options.intra_op_threads} intra-op threads, "
+            f"{args.workers} HTTP workers"
+        )
+        names = ["raw onnxruntime inference", "check (read, decode, inspect)"]
+        names += [f"HTTP upload, {n} client{'s' if n > 1 else ''}" for n in CLIENT_COUNTS]
+        figures: dict[str, list[float]] = {n: [] for n in names}
+        ratios: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(args.rounds):
+            measured = [
+                raw_inferences_per_s(model, paths[0], args.seconds),
+                check_images_per_s(inspector, paths, args.seconds),
+                *(http_requests_per_s(url, uploads, n, args.seconds) for n in CLIENT_COUNTS),
+            ]
+            for name, value in zip(names, measured, strict=True):
+                figures[name].append(value)
+                ratios[name].append(value / measured[0])
+        print(f"{'measure':34} {'per second (median)':>26} {'ratio to raw':>13}")
+        for name in names:
+            unit = "inferences" if name.startswith("raw") else "images" if name.startswith("check") else "requests"
+            value = statistics.median(figures[name])
+            print(f"{name:34} {value:15.1f} {unit:10} {statistics.median(ratios[name]):13.2f}")
+    finally:
+        server.should_exit = True
+        serving.join(timeout=30)
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The app factory: ready objects in, a FastAPI app out.
+
+Nothing here reads the environment or a file; `lineinspect serve` (cli.py)
+loads station.yaml, builds the Inspector, reads the API key and calls
+`create_app`. Later parts of the service (results, status, metrics, the
+dashboard) are added by passing their routers in `routers` and their result
+consumers in `result_sinks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from lineinspect import __version__
+from lineinspect.config import HttpSection
+from lineinspect.http.deps import HttpServices, ResultSink
+from lineinspect.http.errors import install_error_handlers
+from lineinspect.http.pool import InspectionPool
+from lineinspect.http.routes import health, inspections
+from lineinspect.inspector import Inspector
+
+# Routers every app has; extra ones come after them.
+CORE_ROUTERS: tuple[APIRouter, ...] = (health.router, inspections.router)
+
+
+def create_app(
+    inspector: Inspector,
+    settings: HttpSection,
+    *,
+    station_path: str | None = None,
+    api_key: str | None = None,
+    routers: Sequence[APIRouter] = (),
+    result_sinks: Sequence[ResultSink] = (),
+) -> FastAPI:
+    """Build the HTTP app around a ready Inspector.
+
+    settings: the station's `http` section (limits, workers, timeout).
+    station_path: the station's UNS path, written into every result.
+    api_key: required in X-API-Key on mutating endpoints when not empty.
+    routers: further routers to serve (results, status, metrics, dashboard).
+    result_sinks: called with each upload's result.
+
+    The inspection pool lives between the app's start-up and shutdown, so
+    serve the app with a lifespan (uvicorn does; use `with TestClient(app)`).
+    """
+    services = HttpServices(
+        inspector=inspector,
+        settings=settings,
+        station_path=station_path,
+        api_key=api_key or None,
+        result_sinks=tuple(result_sinks),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pool = InspectionPool(workers=settings.inference_workers, max_waiting=settings.max_waiting)
+        services.pool = pool
+        try:
+            yield
+        finally:
+            # Waiting uploads are cancelled; running inferences finish (they cannot be interrupted).
+            pool.shutdown()
+
+    app = FastAPI(
+        title="lineinspect",
+        version=__version__,
+        description="Line-side visual quality inspection: upload an image, get a verdict with its defects.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for router in (*CORE_ROUTERS, *routers):
+        app.include_router(router)
+    return app

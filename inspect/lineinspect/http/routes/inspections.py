@@ -1,0 +1,306 @@
+"""POST /v1/inspections: inspect one uploaded image with the station's Inspector.
+
+The upload is read with a byte limit (413 as soon as it is exceeded, before
+reading the body when Content-Length already says so), decoded and inspected
+in the bounded pool, and answered with the result payload. A result that
+takes longer than `http.inference_timeout_ms` is answered as `undecided`;
+anything that goes wrong inside the inspection becomes `undecided` too, never
+a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
+from starlette.types import Message
+
+from lineinspect.decode import decode_image, sniff_format
+from lineinspect.errors import ImageError
+from lineinspect.frame import Frame
+from lineinspect.http.deps import API_KEY_HEADER, ApiKeyChecked, PoolDep, Services
+from lineinspect.http.errors import ApiError, ErrorBody
+from lineinspect.http.pool import PoolFull, PoolTimeout
+from lineinspect.inspector import Inspector, UnknownRecipe, with_decode_time
+from lineinspect.overlay import draw_overlay, encode_overlay
+from lineinspect.result import Result, result_schema
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["inspections"])
+
+FILE_FIELD = "file"
+RECIPE_FIELD = "recipe"
+# Room for the multipart boundaries and part headers around the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MAX_NAME_CHARS = 200
+RETRY_AFTER_S = 1
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class _LimitedReceive:
+    """Wraps the ASGI receive channel; raises UploadTooLarge once `limit_bytes` of body have arrived."""
+
+    def __init__(self, receive: Callable[[], Awaitable[Message]], limit_bytes: int) -> None:
+        self._receive = receive
+        self.limit_bytes = limit_bytes
+        self.received_bytes = 0
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received_bytes += len(message.get("body", b""))
+            if self.received_bytes > self.limit_bytes:
+                raise UploadTooLarge
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class InspectedUpload:
+    result: Result
+    overlay: bytes | None = None
+    overlay_media_type: str | None = None
+
+
+def inspect_upload(
+    inspector: Inspector,
+    data: bytes,
+    *,
+    name: str,
+    recipe_id: str | None,
+    max_pixels: int,
+    annotate: bool,
+) -> InspectedUpload:
+    """Decode and inspect one upload (runs in a pool thread).
+
+    Raises ImageError for a file that is not a usable image; every other
+    failure is an `undecided` result.
+    """
+    t0 = time.monotonic_ns()
+    try:
+        image = decode_image(data, max_pixels=max_pixels, name=name)
+    except ImageError:
+        raise
+    except Exception as exc:  # a decoder bug on a hostile file is still the file's fault: 422, not 500
+        raise ImageError("corrupt", f"{name}: cannot be decoded: {type(exc).__name__}: {exc}") from None
+    decode_ms = (time.monotonic_ns() - t0) / 1e6
+    frame = Frame(image=image, source=name)
+    try:
+        result = inspector.inspect(frame, recipe_id)
+    except Exception as exc:  # the line must get a verdict, so an inspection bug is an undecided part
+        log.exception("inspection of upload %s failed", name)
+        result = inspector.undecided(frame, f"inspection error: {type(exc).__name__}: {exc}", recipe_id)
+    result = with_decode_time(result, decode_ms)
+    if not annotate:
+        return InspectedUpload(result)
+    media_type = "image/jpeg" if sniff_format(data) == "JPEG" else "image/png"
+    try:
+        overlay = encode_overlay(draw_overlay(image, result), media_type)
+    except Exception:  # the verdict matters more than the picture
+        log.exception("drawing the overlay of upload %s failed", name)
+        return InspectedUpload(result)
+    return InspectedUpload(result, overlay, media_type)
+
+
+def _result_schema_for_docs() -> dict[str, Any]:
+    schema = dict(result_schema())
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    return schema
+
+
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FILE_FIELD],
+                "properties": {
+                    FILE_FIELD: {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The image: PNG, JPEG, BMP, TIFF, WebP or PGM/PPM.",
+                    },
+                    RECIPE_FIELD: {
+                        "type": "string",
+                        "description": "Recipe id (same as the `recipe` query parameter).",
+                    },
+                },
+            }
+        }
+    },
+}
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Empty file or malformed multipart body."},
+    401: {"model": ErrorBody, "description": f"API key missing or wrong ({API_KEY_HEADER} header)."},
+    404: {"model": ErrorBody, "description": "Unknown recipe; the message lists the station's recipes."},
+    413: {"model": ErrorBody, "description": "Over http.max_upload_bytes or http.max_pixels."},
+    415: {"model": ErrorBody, "description": "Not an image, an unsupported format, or not multipart/form-data."},
+    422: {"model": ErrorBody, "description": "Truncated or corrupt image, or the `file` field is missing."},
+    503: {"model": ErrorBody, "description": "Every worker busy and the waiting line full; see Retry-After."},
+}
+
+
+@router.post(
+    "/inspections",
+    summary="Inspect an uploaded image",
+    description="Upload one image as multipart/form-data field `file`; the answer is the result payload "
+    "(`lineinspect.result/1`). With `annotate=true` the answer is `{result, annotated_image}` where "
+    "annotated_image holds the image with defects drawn, base64-encoded (null if it could not be drawn).",
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses={
+        200: {
+            "description": "The result (or, with annotate=true, the result and the annotated image).",
+            "content": {"application/json": {"schema": _result_schema_for_docs()}},
+        },
+        **_ERRORS,
+    },
+)
+async def create_inspection(
+    request: Request,
+    _api_key: ApiKeyChecked,
+    services: Services,
+    pool: PoolDep,
+    recipe: Annotated[str | None, Query(description="Recipe id; default: the station's default recipe.")] = None,
+    annotate: Annotated[bool, Query(description="Also return the image with the defects drawn.")] = False,
+) -> JSONResponse:
+    settings = services.settings
+    inspector = services.inspector
+    if recipe is not None:
+        _check_recipe(inspector, recipe)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(
+            415,
+            "not_multipart",
+            f"send the image as multipart/form-data field '{FILE_FIELD}' "
+            f"(e.g. curl -F {FILE_FIELD}=@part.png ...); got Content-Type '{content_type or 'none'}'",
+        )
+    body_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+        raise _too_large(settings.max_upload_bytes, f"the upload is {int(declared)} bytes")
+
+    data, filename, form_recipe = await _read_upload(request, body_limit, settings.max_upload_bytes)
+    if recipe is None and form_recipe:
+        recipe = form_recipe
+        _check_recipe(inspector, recipe)
+
+    job = partial(
+        inspect_upload,
+        inspector,
+        data,
+        name=filename,
+        recipe_id=recipe,
+        max_pixels=settings.max_pixels,
+        annotate=annotate,
+    )
+    try:
+        inspected = await pool.run(job, timeout_s=settings.inference_timeout_ms / 1000)
+    except ImageError as exc:
+        raise ApiError.from_image_error(exc) from None
+    except PoolFull as exc:
+        raise ApiError(
+            503, "busy", f"the station is busy ({exc}); retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
+        ) from None
+    except PoolTimeout:
+        undecided = inspector.undecided(
+            None,
+            f"timed out: not inspected within {settings.inference_timeout_ms} ms (http.inference_timeout_ms)",
+            recipe,
+        )
+        inspected = InspectedUpload(replace(undecided, image_ref=filename))
+
+    result = replace(inspected.result, station=services.station_path)
+    for sink in services.result_sinks:
+        try:
+            sink(result)
+        except Exception:
+            log.exception("result sink %r failed for result %s", sink, result.result_id)
+    log.info("upload %s: %s (%s)", filename, result.verdict.value, result.reason)
+    payload = result.to_payload()
+    if not annotate:
+        return JSONResponse(payload)
+    annotated = None
+    if inspected.overlay is not None:
+        annotated = {
+            "media_type": inspected.overlay_media_type,
+            "base64": base64.b64encode(inspected.overlay).decode("ascii"),
+        }
+    return JSONResponse({"result": payload, "annotated_image": annotated})
+
+
+def _check_recipe(inspector: Inspector, recipe_id: str) -> None:
+    try:
+        inspector.recipe(recipe_id)
+    except UnknownRecipe as exc:
+        raise ApiError(404, "unknown_recipe", str(exc)) from None
+
+
+def _too_large(limit_bytes: int, what: str) -> ApiError:
+    return ApiError(
+        413,
+        "upload_too_large",
+        f"{what}; the limit is {limit_bytes} bytes (http.max_upload_bytes). Send a smaller image or raise the limit",
+    )
+
+
+async def _read_upload(request: Request, body_limit: int, max_upload_bytes: int) -> tuple[bytes, str, str | None]:
+    """The `file` field's bytes, its file name, and the optional `recipe` field."""
+    limited = _LimitedReceive(request.receive, body_limit)
+    limited_request = Request(request.scope, limited)
+    try:
+        async with limited_request.form(max_files=1, max_fields=8) as form:
+            upload = form.get(FILE_FIELD)
+            form_recipe = form.get(RECIPE_FIELD)
+            if upload is None:
+                fields = sorted(form.keys())
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"the multipart field '{FILE_FIELD}' is missing (fields sent: {fields or 'none'}); "
+                    f"send the image as field '{FILE_FIELD}', e.g. curl -F {FILE_FIELD}=@part.png ...",
+                )
+            if not isinstance(upload, UploadFile):
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"the multipart field '{FILE_FIELD}' is text, not a file; attach the image as a file "
+                    f"(curl -F {FILE_FIELD}=@part.png, note the @)",
+                )
+            if upload.size is not None and upload.size > max_upload_bytes:
+                raise _too_large(max_upload_bytes, f"the file is {upload.size} bytes")
+            data = await upload.read()
+            filename = _clean_name(upload.filename)
+    except UploadTooLarge:
+        raise _too_large(max_upload_bytes, f"the upload is over {body_limit} bytes") from None
+    except (MultiPartException, StarletteHTTPException) as exc:
+        detail = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise ApiError(400, "bad_multipart", f"the multipart/form-data body cannot be read: {detail}") from None
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client closed the connection during the upload") from None
+    if len(data) > max_upload_bytes:
+        raise _too_large(max_upload_bytes, f"the file is {len(data)} bytes")
+    return data, filename, form_recipe if isinstance(form_recipe, str) else None
+
+
+def _clean_name(filename: str | None) -> str:
+    """The upload's file name as shown in results and messages: printable, bounded."""
+    name = "".join(ch for ch in (filename or "") if ch.isprintable()).strip()
+    return name[:MAX_NAME_CHARS] or "upload"
