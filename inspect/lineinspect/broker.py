@@ -13,6 +13,7 @@ station.yaml at Mosquitto, EMQX or HiveMQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from types import TracebackType
@@ -72,10 +73,8 @@ class EmbeddedBroker:
             return
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop finished on its own meanwhile
                 loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop finished on its own meanwhile
-                pass
         self._thread.join(timeout=10)
         if self._thread.is_alive():
             log.error("embedded MQTT broker did not stop within 10 s")

@@ -107,9 +107,7 @@ class MqttSettings(BaseModel):
     reconnect_max_delay_s: int = Field(
         30, ge=1, le=3600, description="Longest wait between reconnect attempts, s (the wait doubles up to this)."
     )
-    persistent_session: bool = Field(
-        True, description="Keep the MQTT session across reconnects (clean_session false)."
-    )
+    persistent_session: bool = Field(True, description="Keep the MQTT session across reconnects (clean_session false).")
     max_inflight: int = Field(
         20, ge=1, le=1000, description="Results sent and not yet acknowledged (PUBACK) at any time."
     )

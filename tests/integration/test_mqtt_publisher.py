@@ -136,7 +136,9 @@ def test_results_wait_in_outbox_when_broker_is_down_at_start(tmp_path: Path) -> 
             assert pub.stats().last_error is None
 
 
-def _station_process(port: int, outbox: Path, count: int, rate_hz: float = 20, linger_s: float = 0) -> subprocess.Popen[str]:
+def _station_process(
+    port: int, outbox: Path, count: int, rate_hz: float = 20, linger_s: float = 0
+) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(lineinspect.__file__).parents[1]), str(REPO)]))
     return subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.publishing_station", "--port", str(port), "--outbox", str(outbox),
@@ -229,7 +231,9 @@ def test_status_is_retained_online_then_offline_when_station_is_killed(tmp_path:
         assert status.json()["state"] == "offline"
 
 
-def test_status_is_online_on_clean_start_and_offline_stopped_on_clean_stop(tmp_path: Path, mosquitto: Mosquitto) -> None:
+def test_status_is_online_on_clean_start_and_offline_stopped_on_clean_stop(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
     with subscriber(mosquitto.port) as sub:
         settings = MqttSettings(port=mosquitto.port, **FAST)  # type: ignore[arg-type]
         with publisher(settings, tmp_path / "outbox.sqlite") as pub:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.synchronize
 import sqlite3
 from pathlib import Path
 
@@ -70,9 +71,10 @@ def test_ack_deletes_once_when_acked_twice(tmp_path: Path) -> None:
 
 
 def test_append_refuses_loudly_when_outbox_is_full(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="lineinspect.outbox"), Outbox(
-        tmp_path / "outbox.sqlite", max_rows=5, alarm_rows=3
-    ) as outbox:
+    with (
+        caplog.at_level(logging.ERROR, logger="lineinspect.outbox"),
+        Outbox(tmp_path / "outbox.sqlite", max_rows=5, alarm_rows=3) as outbox,
+    ):
         for i in range(2):
             outbox.append(make_result(i), TOPIC)
         assert not outbox.alarm
@@ -95,11 +97,13 @@ def test_append_refuses_loudly_when_outbox_is_full(tmp_path: Path, caplog: pytes
 def test_open_gives_clear_error_when_file_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     path.write_bytes(b"this is not sqlite, just some text that ended up here\n" * 100)
-    with pytest.raises(OutboxError, match="not a readable outbox database.*Move the file aside"):
+    with pytest.raises(OutboxError, match=r"not a readable outbox database.*Move the file aside"):
         Outbox(path)
 
 
-def _hold_outbox(path: str, opened: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event) -> None:
+def _hold_outbox(
+    path: str, opened: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:
     with Outbox(Path(path)):
         opened.set()
         release.wait(10)
