@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lineinspect.errors import ConfigError, format_validation_error
+from lineinspect.mqtt import MqttSettings
 from lineinspect.recipe import Recipe
 
 STATION_FILE = "station.yaml"
@@ -92,6 +93,10 @@ class StationConfig(BaseModel):
     recipes: list[Recipe] = Field(..., min_length=1, description="Products this station inspects.")
     default_recipe: str | None = Field(None, description="Recipe used when none is named; default: the first.")
     http: HttpSection = Field(default_factory=HttpSection, description="HTTP API for uploads and status.")
+    mqtt: MqttSettings | None = Field(
+        None,
+        description="MQTT broker for results and status; absent: the demo starts an embedded broker on loopback.",
+    )
 
     @model_validator(mode="after")
     def _recipes_consistent(self) -> StationConfig:

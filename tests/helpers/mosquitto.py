@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,18 +27,26 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, port: int | None = None, persistence: bool = True) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        persistence: bool = True,
+        allow_anonymous: bool = True,
+        extra_lines: Sequence[str] = (),
+    ) -> None:
+        """`extra_lines` go at the end of mosquitto.conf (they apply to its one listener: TLS, password_file, …)."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self.conf = self.dir / "mosquitto.conf"
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.dir}/",
             "log_dest none",
             "max_queued_messages 100000",
+            *extra_lines,
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None

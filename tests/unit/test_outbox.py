@@ -1,0 +1,135 @@
+"""Outbox: order, sequence across restarts, acknowledgement, the bound and its alarm, bad files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import multiprocessing.synchronize
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lineinspect.outbox import Outbox, OutboxError, OutboxFullError
+from tests.helpers.results import make_result
+
+TOPIC = "acme/plant1/area1/line1/cell1/lineinspect/station1/result"
+
+
+def test_append_stamps_sequence_into_stored_payload(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        stamped = outbox.append(make_result(1), TOPIC)
+        [entry] = outbox.pending(10)
+    assert stamped.sequence == 1
+    assert entry.sequence == 1
+    assert entry.topic == TOPIC
+    assert entry.result_id == stamped.result_id
+    assert json.loads(entry.payload)["sequence"] == 1
+
+
+def test_pending_returns_results_in_order_after_a_given_sequence(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        ids = [outbox.append(make_result(i), TOPIC).result_id for i in range(10)]
+        first = outbox.pending(4)
+        rest = outbox.pending(100, after_sequence=first[-1].sequence)
+    assert [e.sequence for e in first] == [1, 2, 3, 4]
+    assert [e.sequence for e in rest] == list(range(5, 11))
+    assert [e.result_id for e in first + rest] == ids
+
+
+def test_sequence_continues_and_never_repeats_when_reopened_after_everything_was_acked(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path) as outbox:
+        for i in range(3):
+            outbox.append(make_result(i), TOPIC)
+        for seq in (1, 2, 3):
+            assert outbox.ack(seq)
+        assert outbox.depth() == 0
+    with Outbox(path) as outbox:
+        assert outbox.last_sequence == 3
+        assert outbox.append(make_result(9), TOPIC).sequence == 4
+
+
+def test_unacked_results_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path) as outbox:
+        for i in range(5):
+            outbox.append(make_result(i), TOPIC)
+        outbox.ack(2)
+    with Outbox(path) as outbox:
+        assert outbox.depth() == 4
+        assert [e.sequence for e in outbox.pending(10)] == [1, 3, 4, 5]
+
+
+def test_ack_deletes_once_when_acked_twice(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        outbox.append(make_result(1), TOPIC)
+        assert outbox.ack(1) is True
+        assert outbox.ack(1) is False
+        assert outbox.depth() == 0
+
+
+def test_append_refuses_loudly_when_outbox_is_full(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        caplog.at_level(logging.ERROR, logger="lineinspect.outbox"),
+        Outbox(tmp_path / "outbox.sqlite", max_rows=5, alarm_rows=3) as outbox,
+    ):
+        for i in range(2):
+            outbox.append(make_result(i), TOPIC)
+        assert not outbox.alarm
+        outbox.append(make_result(2), TOPIC)
+        assert outbox.alarm
+        assert any("ALARM outbox" in r.getMessage() for r in caplog.records)
+        outbox.append(make_result(3), TOPIC)
+        outbox.append(make_result(4), TOPIC)
+        refused = make_result(5)
+        with pytest.raises(OutboxFullError, match=f"full .*5 of 5.*{refused.result_id} was NOT stored"):
+            outbox.append(refused, TOPIC)
+        assert outbox.depth() == 5
+        # the refused append used no sequence number: the next stored result has no gap
+        for seq in (1, 2, 3):
+            outbox.ack(seq)
+        assert not outbox.alarm
+        assert outbox.append(make_result(6), TOPIC).sequence == 6
+
+
+def test_open_gives_clear_error_when_file_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes(b"this is not sqlite, just some text that ended up here\n" * 100)
+    with pytest.raises(OutboxError, match=r"not a readable outbox database.*Move the file aside"):
+        Outbox(path)
+
+
+def _hold_outbox(
+    path: str, opened: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:
+    with Outbox(Path(path)):
+        opened.set()
+        release.wait(10)
+
+
+def test_open_gives_clear_error_when_another_process_owns_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    ctx = multiprocessing.get_context("spawn")
+    opened, release = ctx.Event(), ctx.Event()
+    owner = ctx.Process(target=_hold_outbox, args=(str(path), opened, release))
+    owner.start()
+    try:
+        assert opened.wait(20), "owner process did not open the outbox"
+        with pytest.raises(OutboxError, match="in use by another process"):
+            Outbox(path)
+    finally:
+        release.set()
+        owner.join(10)
+    with Outbox(path) as outbox:  # free again once the owner is gone
+        assert outbox.depth() == 0
+
+
+def test_open_gives_clear_error_when_written_by_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(OutboxError, match="newer lineinspect"):
+        Outbox(path)
