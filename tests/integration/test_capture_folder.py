@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,42 +11,10 @@ import pytest
 from lineinspect.capture.base import TriggerMode
 from lineinspect.capture.config import QueueFullPolicy, parse_camera
 from lineinspect.capture.folder import FolderCamera
-from lineinspect.capture.supervisor import CameraState, CameraStatus, CameraSupervisor, Capture, SkippedPart
+from lineinspect.capture.supervisor import CameraState, CameraSupervisor
 from tests.helpers.camera_images import image_index, write_numbered_images
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-def take(sup: CameraSupervisor, n: int, timeout_s: float = 5.0) -> list[Capture]:
-    got = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
-        cap = sup.get(0.1)
-        if cap is not None:
-            got.append(cap)
-    assert len(got) == n, f"got {len(got)} of {n} frames"
-    return got
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.skipped: list[SkippedPart] = []
-        self.states: list[CameraState] = []
-        self._lock = threading.Lock()
-
-    def on_skipped(self, part: SkippedPart) -> None:
-        with self._lock:
-            self.skipped.append(part)
-
-    def on_status(self, status: CameraStatus) -> None:
-        with self._lock:
-            self.states.append(status.state)
+from tests.helpers.camera_recorder import Recorder
+from tests.helpers.waiting import take, wait_for
 
 
 def test_folder_free_run_replays_images_in_order_at_the_rate(tmp_path: Path) -> None:
@@ -60,9 +26,9 @@ def test_folder_free_run_replays_images_in_order_at_the_rate(tmp_path: Path) -> 
     assert [image_index(f.image) for f in frames] == [0, 1, 2, 0, 1]
     assert all(f.simulated and f.camera_id == "replay" and f.trigger_id is None for f in frames)
     assert frames[0].source is not None and frames[0].source.endswith("part000.png")
-    # 40 Hz: about 25 ms apart (loose bounds: a shared machine).
-    gaps_ms = [(b.grabbed_ns - a.grabbed_ns) / 1e6 for a, b in zip(caps, caps[1:], strict=False)]
-    assert all(10 <= g <= 250 for g in gaps_ms), gaps_ms
+    # 40 Hz: 4 periods are 100 ms (loose bounds: a shared machine can delay single frames).
+    span_ms = (caps[-1].grabbed_ns - caps[0].grabbed_ns) / 1e6
+    assert 70 <= span_ms <= 1000, span_ms
     assert frames[0].captured_at.tzinfo is not None
 
 

@@ -24,7 +24,7 @@ class FolderCamera:
         if trigger_mode is TriggerMode.HARDWARE:
             raise CameraError(camera_id, "a folder has no input lines", "use trigger mode software or free_run")
         self.camera_id = camera_id
-        self.trigger_mode = trigger_mode
+        self.trigger_mode: TriggerMode = trigger_mode
         self.path = path
         self.loop = loop
         self._pacer = FramePacer(rate_hz)
