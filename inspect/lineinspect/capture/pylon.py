@@ -8,6 +8,7 @@ it to 1 for an emulated camera unless it is already set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -290,7 +291,6 @@ class PylonCamera:
     @staticmethod
     def _release(camera: Any) -> None:
         for step in (camera.StopGrabbing, camera.Close, camera.DestroyDevice):
-            try:
+            # The device may already be gone; closing must not fail.
+            with contextlib.suppress(Exception):
                 step()
-            except Exception:  # the device may already be gone; closing must not fail
-                pass

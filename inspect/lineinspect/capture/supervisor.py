@@ -151,7 +151,7 @@ class CameraSupervisor:
         full_policy: QueueFullPolicy | None = None,
         on_skipped: Callable[[SkippedPart], None] | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
-        join_timeout_s: float = 10.0,
+        join_timeout_s: float = 20.0,
     ) -> None:
         """Times in ms; `join_timeout_s` bounds stop() (an SDK call may block a few seconds on a lost device)."""
         mode = camera.trigger_mode
@@ -352,12 +352,13 @@ class CameraSupervisor:
                 try:
                     self._grab_until_lost()
                 except CameraLost as exc:
-                    self._refresh_sdk_stats()
-                    self.camera.close()
+                    # Report first: closing a vanished device can block in the SDK for seconds.
                     with self._lock:
                         self._next_attempt_at_ns = time.monotonic_ns() + delay_ms * 1_000_000
                     self._set_state(CameraState.LOST, str(exc))
                     self._fail_pending(f"camera lost: {exc}")
+                    self._refresh_sdk_stats()
+                    self.camera.close()
                     if self._stop.wait(delay_ms / 1000):
                         break
                     delay_ms = min(delay_ms * 2, self.reconnect_max_ms)
