@@ -390,6 +390,9 @@ class CameraSupervisor:
                 self._count("grab_failures")
                 with self._lock:
                     self._last_error = str(exc)
+                    if self._last_device_frame_id is not None:
+                        # The device counted the broken image: it is not also a gap in the frame ids.
+                        self._last_device_frame_id += 1
                 if self.trigger_mode is not TriggerMode.FREE_RUN:
                     self._skip(f"image broken: {exc.problem}", self._take_trigger())
                 continue
