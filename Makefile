@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite talks to (real peers, not mocks). Installed when run as root.
-SYSTEM_PACKAGES := mosquitto mosquitto-clients
+# gir1.2-aravis-0.8: Aravis cameras; libgirepository1.0-dev libcairo2-dev pkg-config: building PyGObject.
+SYSTEM_PACKAGES := mosquitto mosquitto-clients gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config
 STATION_DIR ?= .
 HOST ?= 127.0.0.1
 PORT ?= 8080
@@ -13,7 +14,8 @@ PORT ?= 8080
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# System packages first: PyGObject (dev extra) compiles against libgirepository.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
