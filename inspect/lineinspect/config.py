@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lineinspect.errors import ConfigError, format_validation_error
 from lineinspect.recipe import Recipe
+from lineinspect.reject.settings import RejectSettings
 
 STATION_FILE = "station.yaml"
 STATION_DIR_ENV = "LINEINSPECT_STATION_DIR"
@@ -92,6 +93,7 @@ class StationConfig(BaseModel):
     recipes: list[Recipe] = Field(..., min_length=1, description="Products this station inspects.")
     default_recipe: str | None = Field(None, description="Recipe used when none is named; default: the first.")
     http: HttpSection = Field(default_factory=HttpSection, description="HTTP API for uploads and status.")
+    reject: RejectSettings | None = Field(None, description="Reject station (ejector / PLC verdict); null: none.")
 
     @model_validator(mode="after")
     def _recipes_consistent(self) -> StationConfig:
