@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -147,6 +146,7 @@ class OpcUaActuator:
         if loop is None or thread is None:
             return
         if self._client is not None:
+            # The server may be gone already; the loop still has to stop.
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._client.disconnect(), loop).result(timeout=2.0)
         self._client = None

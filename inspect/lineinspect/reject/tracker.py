@@ -508,7 +508,7 @@ class RejectTracker:
         if self._on_alarm is not None:
             try:
                 self._on_alarm(alarm)
-            except Exception:
+            except Exception:  # a failing publisher must not stop the ejector
                 log.exception("reject alarm callback failed")
         if active and self.settings.stop_line and not self._stop_line_on:
             self._stop_line_on = True
