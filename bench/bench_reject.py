@@ -6,9 +6,9 @@ processes, so its stamps compare with the tracker's schedule). Parts arrive
 at 20 parts/s, 30 % fail (seeded); verdicts arrive 20–80 ms after the trigger
 (inside the 100 ms budget); the ejector is 150 ms downstream; pulses are 20 ms.
 
-Two runs side by side in one process: the scheduler as shipped (wait, then spin
-the last 1 ms) and with the spin off (Condition.wait only), to show what the
-spin buys. Prints p50 / p99 / max start error and missed / extra pulses (must be 0).
+Two runs side by side in one process: the scheduler as shipped (wait, then
+sleep the last 1 ms in 0.1 ms slices) and with that fine phase off
+(Condition.wait only), to show what it buys. Prints p50 / p99 / max start error and missed / extra pulses (must be 0).
 
     PYTHONPATH=inspect python bench/bench_reject.py [--seconds 10] [--rate 20] [--reject-share 0.3]
 """
@@ -24,7 +24,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -80,7 +79,9 @@ def serve_plc(port: int, conn: Connection) -> None:
     asyncio.run(main())
 
 
-def run_line(port: int, *, seconds: float, rate: float, reject_share: float, seed: int, spin_ms: float) -> dict[str, Any]:
+def run_line(
+    port: int, *, seconds: float, rate: float, reject_share: float, seed: int, fine_ms: float
+) -> dict[str, Any]:
     settings = RejectSettings(
         mode="timed",
         backend=ModbusBackend(host="127.0.0.1", port=port, ejector_coil=EJECTOR_COIL, timeout_ms=200),
@@ -94,7 +95,10 @@ def run_line(port: int, *, seconds: float, rate: float, reject_share: float, see
     n_parts = int(seconds * rate)
     with tempfile.TemporaryDirectory() as audit_dir:
         tracker = RejectTracker(
-            settings, ModbusActuator(settings.backend), AuditTrail(Path(audit_dir)), spin_ms=spin_ms  # type: ignore[arg-type]
+            settings,
+            ModbusActuator(settings.backend),
+            AuditTrail(Path(audit_dir)),
+            fine_ms=fine_ms,  # type: ignore[arg-type]
         )
         tracker.start()
         expected: list[int] = []
@@ -160,7 +164,7 @@ def score(expected: list[int], writes: list[tuple[int, int, bool]]) -> dict[str,
     }
 
 
-def measure(args: argparse.Namespace, spin_ms: float) -> dict[str, Any]:
+def measure(args: argparse.Namespace, fine_ms: float) -> dict[str, Any]:
     port = free_port()
     parent, child = mp.Pipe()
     server = mp.Process(target=serve_plc, args=(port, child), daemon=True)
@@ -169,7 +173,7 @@ def measure(args: argparse.Namespace, spin_ms: float) -> dict[str, Any]:
         raise RuntimeError("Modbus server process did not start")
     try:
         line = run_line(
-            port, seconds=args.seconds, rate=args.rate, reject_share=args.reject_share, seed=args.seed, spin_ms=spin_ms
+            port, seconds=args.seconds, rate=args.rate, reject_share=args.reject_share, seed=args.seed, fine_ms=fine_ms
         )
         parent.send("stop")
         writes = parent.recv()
@@ -194,17 +198,19 @@ def main() -> int:
         f"{args.reject_share:.0%} rejects, {args.seconds:g} s per variant, delay {DELAY_MS:g} ms, "
         f"pulse {PULSE_MS:g} ms; start error = server-side receive time of the coil-on write - scheduled time"
     )
-    results = {name: measure(args, spin) for name, spin in (("wait+spin 1 ms", 1.0), ("wait only", 0.0))}
-    header = f"{'scheduler':<16}{'pulses':>8}{'missed':>8}{'extra':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'width':>8}"
+    results = {name: measure(args, fine) for name, fine in (("wait+fine 1 ms", 1.0), ("wait only", 0.0))}
+    header = (
+        f"{'scheduler':<16}{'pulses':>8}{'missed':>8}{'extra':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'width':>8}"
+    )
     print(header)
     for name, r in results.items():
         print(
             f"{name:<16}{r['pulses_seen']:>4}/{r['pulses_expected']:<3}{r['missed']:>8}{r['extra']:>7}"
             f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['max_ms']:>9.3f}{r['width_p50_ms']:>8.2f}"
         )
-    spin, plain = results["wait+spin 1 ms"], results["wait only"]
-    print(f"p99 start error, wait only / wait+spin: {plain['p99_ms'] / spin['p99_ms']:.1f}x")
-    print(f"tracker counters (wait+spin): {spin['tracker']}")
+    fine, plain = results["wait+fine 1 ms"], results["wait only"]
+    print(f"p99 start error, wait only / wait+fine: {plain['p99_ms'] / fine['p99_ms']:.1f}x")
+    print(f"tracker counters (wait+fine): {fine['tracker']}")
     ok = all(r["missed"] == 0 and r["extra"] == 0 for r in results.values())
     print("missed/extra pulses: 0" if ok else "FAILED: missed or extra pulses")
     return 0 if ok else 1

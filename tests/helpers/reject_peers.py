@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,10 +206,8 @@ class OpcUaPlc:
                     if self.acks:
                         valid = await self._nodes["ResultValid"].read_value()
                         await self._nodes["Ack"].write_value(bool(valid))
-                    try:
+                    with suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), 0.001)
-                    except TimeoutError:
-                        pass
         except BaseException as exc:
             failure.append(exc)
             ready.set()

@@ -24,7 +24,9 @@ TAGS = {"ejector": 0, "verdict": 0, "part_no": 0, "valid": 0, "ack": 0, "bin_ful
 
 @pytest.fixture
 def neuron(mosquitto: Mosquitto) -> Iterator[NeuronResponder]:
-    responder = NeuronResponder(mosquitto.host, mosquitto.port, app="mqtt-north", node="plc1", group="reject", tags=TAGS)
+    responder = NeuronResponder(
+        mosquitto.host, mosquitto.port, app="mqtt-north", node="plc1", group="reject", tags=TAGS
+    )
     yield responder
     responder.close()
 

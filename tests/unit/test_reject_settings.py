@@ -68,9 +68,7 @@ def test_missing_line_rate_is_refused() -> None:
 
 def test_encoder_travel_shorter_than_budget_gives_minimum_counts() -> None:
     msg = problems(timed(delay_ms=None, encoder_counts=500, encoder_counts_per_s_max=10_000))
-    assert (
-        "reject.encoder_counts 500 is 50.0 ms of travel at 10000 counts/s (reject.encoder_counts_per_s_max)" in msg
-    )
+    assert "reject.encoder_counts 500 is 50.0 ms of travel at 10000 counts/s (reject.encoder_counts_per_s_max)" in msg
     assert "Increase reject.encoder_counts to at least 1250" in msg
 
 

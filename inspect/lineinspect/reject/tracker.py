@@ -11,9 +11,9 @@ Each trigger queues a part (`part_entered`); its verdict is attached later
   without a verdict at trigger + `inspection_budget_ms` gets the undecided
   code. Optional handshake: result-valid on, wait for the PLC's ack, off.
 
-Timing: the thread waits on a condition until ~`spin_ms` before the next
-event, then spins on `time.monotonic_ns()`, which keeps the start error well
-under a millisecond on an idle host (bench/bench_reject.py measures it).
+Timing: the thread waits on a condition until `fine_ms` before the next
+event, then sleeps in 0.1 ms slices until it is due (bench/bench_reject.py
+measures the start error against waiting alone).
 
 Overlapping pulses (two rejects closer than `pulse_width_ms`, possible only
 when parts come faster than the configured spacing): the pulses *merge* — the
@@ -47,6 +47,7 @@ from lineinspect.reject.settings import RejectMode, RejectSettings
 log = logging.getLogger(__name__)
 
 _MS = 1_000_000
+_FINE_SLICE_NS = 100_000  # 0.1 ms
 
 
 class _Step(Enum):
@@ -80,7 +81,7 @@ class RejectTracker:
         counters: RejectCounters | None = None,
         on_alarm: AlarmSink | None = None,
         encoder_position: Callable[[], int] | None = None,
-        spin_ms: float = 1.0,
+        fine_ms: float = 1.0,
     ) -> None:
         settings.check_physics()
         if settings.encoder_counts is not None and encoder_position is None:
@@ -91,7 +92,7 @@ class RejectTracker:
         self.counters = counters or RejectCounters()
         self._on_alarm = on_alarm
         self._encoder_position = encoder_position
-        self._spin_ns = int(spin_ms * _MS)
+        self._fine_ns = int(fine_ms * _MS)
         self._cond = threading.Condition()
         self._events: list[tuple[int, int, _Step, TrackedPart | None]] = []
         self._seq = itertools.count()
@@ -230,12 +231,14 @@ class RejectTracker:
                     due = min(due, now + _MS // 2)
                 if self._watch_inputs:
                     due = min(due, max(self._next_poll_ns, now))
-                wait_ns = due - now - self._spin_ns
+                wait_ns = due - now - self._fine_ns
                 if wait_ns > 0:
                     self._cond.wait(wait_ns / 1e9)
                     continue  # re-evaluate: a new event may be due sooner
-            while time.monotonic_ns() < due:
-                pass  # spin the last ~spin_ms: Condition.wait overshoots by up to a few hundred µs
+            # The last ~fine_ms in short sleeps: Condition.wait overshoots by a few hundred µs under load,
+            # and a busy spin would hold the GIL and a core that the network stack and other threads need.
+            while (left_ns := due - time.monotonic_ns()) > 0:
+                time.sleep(min(left_ns, _FINE_SLICE_NS) / 1e9)
             return due
 
     def _process_due(self) -> None:
