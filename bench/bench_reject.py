@@ -6,9 +6,11 @@ processes, so its stamps compare with the tracker's schedule). Parts arrive
 at 20 parts/s, 30 % fail (seeded); verdicts arrive 20–80 ms after the trigger
 (inside the 100 ms budget); the ejector is 150 ms downstream; pulses are 20 ms.
 
-Two runs side by side in one process: the scheduler as shipped (wait, then
-sleep the last 1 ms in 0.1 ms slices) and with that fine phase off
-(Condition.wait only), to show what it buys. Prints p50 / p99 / max start error and missed / extra pulses (must be 0).
+Three runs side by side in one process: the scheduler as shipped (wait, then
+sleep the last 1 ms in 0.1 ms slices), with that fine phase off
+(Condition.wait only), and as shipped with `scheduler_priority: 50`
+(SCHED_FIFO; needs root or CAP_SYS_NICE, else it warns and runs normally).
+Prints p50 / p99 / max start error and missed / extra pulses (must be 0).
 
     PYTHONPATH=inspect python bench/bench_reject.py [--seconds 10] [--rate 20] [--reject-share 0.3]
 """
@@ -80,7 +82,7 @@ def serve_plc(port: int, conn: Connection) -> None:
 
 
 def run_line(
-    port: int, *, seconds: float, rate: float, reject_share: float, seed: int, fine_ms: float
+    port: int, *, seconds: float, rate: float, reject_share: float, seed: int, fine_ms: float, priority: int | None
 ) -> dict[str, Any]:
     settings = RejectSettings(
         mode="timed",
@@ -89,6 +91,7 @@ def run_line(
         delay_ms=DELAY_MS,
         pulse_width_ms=PULSE_MS,
         line_rate_parts_per_min=rate * 60,
+        scheduler_priority=priority,
     )
     rng = random.Random(seed)
     spacing_ns = int(1e9 / rate)
@@ -164,7 +167,7 @@ def score(expected: list[int], writes: list[tuple[int, int, bool]]) -> dict[str,
     }
 
 
-def measure(args: argparse.Namespace, fine_ms: float) -> dict[str, Any]:
+def measure(args: argparse.Namespace, fine_ms: float, priority: int | None) -> dict[str, Any]:
     port = free_port()
     parent, child = mp.Pipe()
     server = mp.Process(target=serve_plc, args=(port, child), daemon=True)
@@ -173,7 +176,13 @@ def measure(args: argparse.Namespace, fine_ms: float) -> dict[str, Any]:
         raise RuntimeError("Modbus server process did not start")
     try:
         line = run_line(
-            port, seconds=args.seconds, rate=args.rate, reject_share=args.reject_share, seed=args.seed, fine_ms=fine_ms
+            port,
+            seconds=args.seconds,
+            rate=args.rate,
+            reject_share=args.reject_share,
+            seed=args.seed,
+            fine_ms=fine_ms,
+            priority=priority,
         )
         parent.send("stop")
         writes = parent.recv()
@@ -198,7 +207,8 @@ def main() -> int:
         f"{args.reject_share:.0%} rejects, {args.seconds:g} s per variant, delay {DELAY_MS:g} ms, "
         f"pulse {PULSE_MS:g} ms; start error = server-side receive time of the coil-on write - scheduled time"
     )
-    results = {name: measure(args, fine) for name, fine in (("wait+fine 1 ms", 1.0), ("wait only", 0.0))}
+    variants = (("wait+fine 1 ms", 1.0, None), ("wait only", 0.0, None), ("fine + FIFO 50", 1.0, 50))
+    results = {name: measure(args, fine, priority) for name, fine, priority in variants}
     header = (
         f"{'scheduler':<16}{'pulses':>8}{'missed':>8}{'extra':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'width':>8}"
     )
@@ -209,7 +219,9 @@ def main() -> int:
             f"{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}{r['max_ms']:>9.3f}{r['width_p50_ms']:>8.2f}"
         )
     fine, plain = results["wait+fine 1 ms"], results["wait only"]
+    fifo = results["fine + FIFO 50"]
     print(f"p99 start error, wait only / wait+fine: {plain['p99_ms'] / fine['p99_ms']:.1f}x")
+    print(f"p99 start error, wait+fine / with SCHED_FIFO: {fine['p99_ms'] / fifo['p99_ms']:.1f}x")
     print(f"tracker counters (wait+fine): {fine['tracker']}")
     ok = all(r["missed"] == 0 and r["extra"] == 0 for r in results.values())
     print("missed/extra pulses: 0" if ok else "FAILED: missed or extra pulses")

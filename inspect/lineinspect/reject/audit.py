@@ -12,6 +12,7 @@ Format: append-only JSON Lines, one file per UTC day
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -91,9 +92,14 @@ class AuditTrail:
 
     def _sync(self) -> None:
         with self._lock:
-            if self._file is not None and self._dirty:
-                os.fsync(self._file.fileno())
-                self._dirty = False
+            if self._file is None or not self._dirty:
+                return
+            fd = self._file.fileno()
+            self._dirty = False
+        # fsync outside the lock: on a busy disk it takes milliseconds, and the scheduler thread must never
+        # wait for it to record the next actuation.
+        with contextlib.suppress(OSError):  # the day's file was rotated (closed) meanwhile
+            os.fsync(fd)
 
     def close(self) -> None:
         self._stop.set()

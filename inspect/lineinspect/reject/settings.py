@@ -230,6 +230,13 @@ class RejectSettings(BaseModel):
     max_parts_in_flight: int = Field(
         256, gt=0, description="Parts tracked between camera and ejector; more raises an alarm."
     )
+    scheduler_priority: int | None = Field(
+        None,
+        ge=1,
+        le=99,
+        description="Linux SCHED_FIFO priority of the pulse scheduler thread (needs CAP_SYS_NICE); keeps pulses "
+        "on time when the host is loaded. null: normal scheduling.",
+    )
     audit_dir: str = Field("data/reject-audit", description="Folder (relative to the station dir) of the audit trail.")
 
     @property

@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -209,6 +210,17 @@ class RejectTracker:
         self._cond.notify()
 
     def _run(self) -> None:
+        priority = self.settings.scheduler_priority
+        if priority is not None:
+            try:
+                # pid 0 = this thread on Linux: only the scheduler gets real-time priority.
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            except (OSError, AttributeError) as exc:
+                log.warning(
+                    "reject.scheduler_priority %s not applied (%s); give the service CAP_SYS_NICE or set it to null",
+                    priority,
+                    exc,
+                )
         try:
             while True:
                 due = self._next_due()
