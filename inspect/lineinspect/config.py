@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lineinspect.errors import ConfigError, format_validation_error
 from lineinspect.mqtt import MqttSettings
 from lineinspect.recipe import Recipe
+from lineinspect.reject.settings import RejectSettings
 
 STATION_FILE = "station.yaml"
 STATION_DIR_ENV = "LINEINSPECT_STATION_DIR"
@@ -97,6 +98,7 @@ class StationConfig(BaseModel):
         None,
         description="MQTT broker for results and status; absent: the demo starts an embedded broker on loopback.",
     )
+    reject: RejectSettings | None = Field(None, description="Reject station (ejector / PLC verdict); null: none.")
 
     @model_validator(mode="after")
     def _recipes_consistent(self) -> StationConfig:

@@ -1,0 +1,239 @@
+"""Reject path against pymodbus' own Modbus TCP server on loopback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lineinspect.recipe import Verdict
+from lineinspect.reject.actuator import ActuatorError
+from lineinspect.reject.alarms import Alarm, AlarmKind
+from lineinspect.reject.audit import AuditTrail, read_audit
+from lineinspect.reject.modbus import ModbusActuator
+from lineinspect.reject.settings import RejectSettings
+from lineinspect.reject.tracker import RejectTracker
+from tests.helpers.mosquitto import free_port
+from tests.helpers.reject_peers import ModbusPlc, running_modbus_plc
+
+EJECTOR = 3
+
+
+def timed(port: int, **extra: Any) -> RejectSettings:
+    backend = {"type": "modbus", "host": "127.0.0.1", "port": port, "ejector_coil": EJECTOR, "timeout_ms": 300}
+    backend.update(extra.pop("backend", {}))
+    raw = {
+        "mode": "timed",
+        "backend": backend,
+        "inspection_budget_ms": 20,
+        "delay_ms": 40,
+        "pulse_width_ms": 15,
+        "line_rate_parts_per_min": 1200,
+        **extra,
+    }
+    return RejectSettings.model_validate(raw)
+
+
+def wait_until(cond: Any, timeout_s: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def tracker_for(settings: RejectSettings, tmp_path: Path, alarms: list[Alarm] | None = None) -> RejectTracker:
+    sink = alarms.append if alarms is not None else None
+    return RejectTracker(settings, ModbusActuator(settings.backend), AuditTrail(tmp_path), on_alarm=sink)  # type: ignore[arg-type]
+
+
+def test_failed_part_gets_one_pulse_at_trigger_plus_delay_and_good_part_none(tmp_path: Path) -> None:
+    with running_modbus_plc() as plc:
+        tracker = tracker_for(timed(plc.port), tmp_path)
+        tracker.start()
+        try:
+            t0 = time.monotonic_ns()
+            tracker.part_entered(1, trigger_ns=t0)
+            tracker.part_entered(2, trigger_ns=t0 + 50_000_000)
+            tracker.verdict_ready(1, "r-1", Verdict.FAIL)
+            tracker.verdict_ready(2, "r-2", Verdict.PASS)
+            time.sleep(0.2)
+        finally:
+            tracker.close()
+        pulses = plc.pulses(EJECTOR)
+    assert len(pulses) == 1
+    on_ns, off_ns = pulses[0]
+    # Behaviour, not a benchmark (bench/bench_reject.py measures the error): on after the delay, not a part late.
+    assert 40 <= (on_ns - t0) / 1e6 < 40 + 50
+    assert 14 <= (off_ns - on_ns) / 1e6 < 40
+    counters = tracker.counters.snapshot()
+    assert counters["fired"] == 1 and counters["passed"] == 1
+    records = list(read_audit(next(tmp_path.glob("*.jsonl"))))
+    fire = next(r for r in records if r["event"] == "fire")
+    assert fire["result_id"] == "r-1" and fire["part_number"] == 1 and fire["error_ms"] is not None
+
+
+def test_part_without_verdict_is_rejected_as_late(tmp_path: Path) -> None:
+    with running_modbus_plc() as plc:
+        tracker = tracker_for(timed(plc.port), tmp_path)
+        tracker.start()
+        try:
+            tracker.part_entered(7)
+            assert wait_until(lambda: len(plc.pulses(EJECTOR)) == 1)
+            tracker.verdict_ready(7, "r-7", Verdict.PASS)  # too late: the part is already in the bin
+        finally:
+            tracker.close()
+    counters = tracker.counters.snapshot()
+    assert counters["late"] == 1 and counters["fired"] == 1 and counters["late_verdicts"] == 1
+
+
+def test_verdict_and_part_number_written_with_ack_handshake(tmp_path: Path) -> None:
+    with running_modbus_plc(result_valid_coil=5, ack_input=2) as plc:
+        settings = RejectSettings.model_validate(
+            {
+                "mode": "verdict_to_plc",
+                "backend": {
+                    "type": "modbus",
+                    "host": "127.0.0.1",
+                    "port": plc.port,
+                    "verdict_register": 10,
+                    "part_number_register": 11,
+                    "result_valid_coil": 5,
+                    "ack_input": 2,
+                },
+                "inspection_budget_ms": 30,
+                "plc_deadline_ms": 60,
+                "line_rate_parts_per_min": 600,
+                "handshake": {"enabled": True, "ack_timeout_ms": 50},
+            }
+        )
+        tracker = tracker_for(settings, tmp_path)
+        tracker.start()
+        try:
+            tracker.part_entered(70_000)
+            tracker.verdict_ready(70_000, "r-a", Verdict.FAIL)
+            assert wait_until(lambda: tracker.counters.snapshot()["verdicts_written"] == 1)
+            assert wait_until(lambda: plc.coils.get(5) is False)
+        finally:
+            tracker.close()
+        assert plc.register_writes[-1][1:] == (10, [2, 70_000 >> 16, 70_000 & 0xFFFF])
+        assert [v for _, a, v in plc.coil_writes if a == 5] == [True, False]
+    events = [r["event"] for r in read_audit(next(tmp_path.glob("*.jsonl")))]
+    assert "write" in events and "ack" in events
+    assert tracker.counters.snapshot()["acks_missing"] == 0
+
+
+def test_missing_ack_raises_alarm_and_stops_line(tmp_path: Path) -> None:
+    alarms: list[Alarm] = []
+    with running_modbus_plc(result_valid_coil=5, ack_input=2, acks=False) as plc:
+        settings = RejectSettings.model_validate(
+            {
+                "mode": "verdict_to_plc",
+                "backend": {
+                    "type": "modbus",
+                    "host": "127.0.0.1",
+                    "port": plc.port,
+                    "result_valid_coil": 5,
+                    "ack_input": 2,
+                    "stop_line_coil": 9,
+                },
+                "inspection_budget_ms": 30,
+                "plc_deadline_ms": 60,
+                "line_rate_parts_per_min": 600,
+                "handshake": {"enabled": True, "ack_timeout_ms": 30},
+                "stop_line": True,
+            }
+        )
+        tracker = tracker_for(settings, tmp_path, alarms)
+        tracker.start()
+        try:
+            tracker.part_entered(1)
+            tracker.verdict_ready(1, "r-1", Verdict.PASS)
+            assert wait_until(lambda: plc.coils.get(9) is True)
+            tracker.reset_alarms()
+            assert wait_until(lambda: plc.coils.get(9) is False)
+        finally:
+            tracker.close()
+    assert [a.kind for a in alarms] == [AlarmKind.ACK_MISSING]
+    assert "did not acknowledge" in alarms[0].message and alarms[0].result_id == "r-1"
+    assert tracker.counters.snapshot()["acks_missing"] == 1
+
+
+def test_bin_full_and_missing_confirm_raise_alarms(tmp_path: Path) -> None:
+    alarms: list[Alarm] = []
+    with running_modbus_plc() as plc:
+        settings = timed(
+            plc.port,
+            backend={"confirm_input": 0, "bin_full_input": 1, "air_low_input": 4},
+            inputs={"confirm": {"window_ms": 40}, "bin_full": True, "air_low": True, "poll_ms": 3},
+        )
+        tracker = tracker_for(settings, tmp_path, alarms)
+        tracker.start()
+        try:
+            plc.inputs[1] = True
+            assert wait_until(lambda: any(a.kind is AlarmKind.BIN_FULL for a in alarms))
+            plc.inputs[1] = False
+            assert wait_until(lambda: any(a.kind is AlarmKind.BIN_FULL and not a.active for a in alarms))
+            tracker.part_entered(1)
+            tracker.verdict_ready(1, "r-1", Verdict.FAIL)
+            assert wait_until(lambda: any(a.kind is AlarmKind.CONFIRM_MISSING for a in alarms))
+        finally:
+            tracker.close()
+    confirm = next(a for a in alarms if a.kind is AlarmKind.CONFIRM_MISSING)
+    assert confirm.result_id == "r-1" and "reject.inputs.confirm.window_ms 40" in confirm.message
+    assert tracker.counters.snapshot()["confirm_missing"] == 1
+
+
+def test_confirm_seen_in_window_raises_no_alarm(tmp_path: Path) -> None:
+    alarms: list[Alarm] = []
+    with running_modbus_plc() as plc:
+        settings = timed(plc.port, backend={"confirm_input": 0}, inputs={"confirm": {"window_ms": 60}, "poll_ms": 2})
+        tracker = tracker_for(settings, tmp_path, alarms)
+        tracker.start()
+        try:
+            tracker.part_entered(1)
+            tracker.verdict_ready(1, "r-1", Verdict.FAIL)
+            assert wait_until(lambda: len(plc.pulses(EJECTOR)) == 1)
+            plc.inputs[0] = True  # the part drops into the bin
+            time.sleep(0.1)
+        finally:
+            tracker.close()
+    assert alarms == []
+    assert any(r["event"] == "confirm" for r in read_audit(next(tmp_path.glob("*.jsonl"))))
+
+
+def test_closed_port_is_refused_at_start_with_what_to_check(tmp_path: Path) -> None:
+    settings = timed(free_port())
+    tracker = tracker_for(settings, tmp_path)
+    with pytest.raises(ActuatorError, match=r"modbus 127\.0\.0\.1:\d+ device 1: cannot connect.*reject\.backend\.host"):
+        tracker.start()
+
+
+def test_unmapped_address_is_refused_at_start(tmp_path: Path) -> None:
+    with running_modbus_plc() as plc:
+        settings = timed(plc.port, backend={"ejector_coil": 4000})
+        tracker = tracker_for(settings, tmp_path)
+        with pytest.raises(ActuatorError, match=r"reading ejector coil 4000 refused by the device"):
+            tracker.start()
+
+
+def test_plc_lost_while_running_raises_actuator_alarm(tmp_path: Path) -> None:
+    alarms: list[Alarm] = []
+    plc = ModbusPlc()
+    plc.start()
+    try:
+        tracker = tracker_for(timed(plc.port), tmp_path, alarms)
+        tracker.start()
+    finally:
+        plc.stop()
+    try:
+        tracker.part_entered(1)
+        tracker.verdict_ready(1, "r-1", Verdict.FAIL)
+        assert wait_until(lambda: tracker.counters.snapshot()["missed"] == 1)
+    finally:
+        tracker.close()
+    assert alarms and alarms[0].kind is AlarmKind.ACTUATOR_ERROR and alarms[0].result_id == "r-1"
+    assert any(r["event"] == "miss" for r in read_audit(next(tmp_path.glob("*.jsonl"))))
