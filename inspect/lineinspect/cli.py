@@ -246,7 +246,13 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_schema, add_serve, add_check, add_samples, add_teach]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_schema,
+    add_serve,
+    add_check,
+    add_samples,
+    add_teach,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
