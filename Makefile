@@ -32,7 +32,7 @@ system-deps:
 	fi
 
 run: $(VENV)/.installed
-	$(BIN)/lineinspect serve --station-dir $(STATION_DIR) --host $(HOST) --port $(PORT)
+	$(BIN)/lineinspect run --station-dir $(STATION_DIR) --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed system-deps
 	$(BIN)/python -m pytest -q

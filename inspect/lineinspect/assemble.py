@@ -6,13 +6,36 @@ Inspectors, so there is one place where objects are wired together.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from lineinspect.broker import BrokerError, EmbeddedBroker
+from lineinspect.capture.base import TriggerMode
+from lineinspect.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
+from lineinspect.capture.supervisor import CameraStatus, CameraSupervisor, SkippedPart
 from lineinspect.config import RuntimeSection, StationConfig
-from lineinspect.errors import ModelError
+from lineinspect.errors import ConfigError, ModelError
 from lineinspect.inspector import Inspector, PlaneCalibration
 from lineinspect.model import Model, RuntimeOptions
+from lineinspect.mqtt import MqttSettings, ResultPublisher, StationTopics
+from lineinspect.outbox import Outbox
 from lineinspect.recipe import Recipe
+from lineinspect.reject.alarms import Alarm
+from lineinspect.reject.tracker import RejectTracker
+from lineinspect.reject.wiring import build_reject_tracker
+from lineinspect.station import (
+    PartCounts,
+    PartWorker,
+    RejectFeed,
+    ResultFanout,
+    ResultSink,
+    SkippedSink,
+    Station,
+)
+
+log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 
@@ -65,3 +88,157 @@ def single_model_inspector(path: Path, options: RuntimeOptions, recipe: Recipe |
     model = Model.load(path, options)
     recipe = recipe or Recipe(id=f"{model.id}-default", model=model.id)
     return Inspector({model.id: model}, {recipe.id: recipe.model_copy(update={"model": model.id})}, recipe.id)
+
+
+def start_demo_broker(preferred_port: int = 1883) -> EmbeddedBroker:
+    """The embedded loopback broker for a station without `mqtt:`; on 1883 when free, else any free port."""
+    broker = EmbeddedBroker(port=preferred_port)
+    try:
+        broker.start()
+        return broker
+    except BrokerError as exc:
+        log.info("embedded MQTT broker: port %d not available (%s); using a free port", preferred_port, exc)
+    broker = EmbeddedBroker(port=0)
+    broker.start()
+    return broker
+
+
+def _reject_camera(config: StationConfig, cameras: list[CameraConfig]) -> CameraConfig | None:
+    """The camera whose parts pass the ejector: the one naming a reject_output, or the only camera."""
+    feeding = [c for c in cameras if c.reject_output is not None] or (cameras if len(cameras) == 1 else [])
+    if len(feeding) > 1:
+        raise ConfigError(
+            f"reject: cameras {[c.id for c in feeding]} all feed the reject station; this version tracks the parts "
+            "of one camera. Set reject_output on one camera definition only"
+        )
+    if not feeding and cameras:
+        raise ConfigError(
+            f"reject: with several cameras ({[c.id for c in cameras]}) set reject_output in the definition of the "
+            "camera whose parts pass the ejector"
+        )
+    return feeding[0] if feeding else None
+
+
+def build_station(
+    station_dir: Path,
+    config: StationConfig,
+    *,
+    inspector: Inspector | None = None,
+    result_sinks: Sequence[ResultSink] = (),
+    skipped_sinks: Sequence[SkippedSink] = (),
+) -> Station:
+    """Everything `lineinspect run` runs, built but not started (`Station.start()`; `stop()` undoes it all).
+
+    With no `mqtt:` section the embedded demo broker is started here (stopped by `Station.stop()`).
+    """
+    cameras = load_cameras(station_dir)
+    inspector = inspector or build_inspector(station_dir, config)
+    for cam in cameras:
+        if cam.recipe is not None and cam.recipe not in inspector.recipes:
+            raise ConfigError(
+                f"{station_dir / CAMERAS_DIR / (cam.id + '.yaml')}: recipe '{cam.recipe}' is not in station.yaml; "
+                f"recipes: {sorted(inspector.recipes)}"
+            )
+    broker: EmbeddedBroker | None = None
+    settings = config.mqtt
+    outbox: Outbox | None = None
+    tracker: RejectTracker | None = None
+    try:
+        if settings is None:
+            broker = start_demo_broker()
+            settings = MqttSettings(port=broker.port)
+        outbox_path = settings.outbox_file
+        if not outbox_path.is_absolute():
+            outbox_path = station_dir / outbox_path
+        outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        outbox = Outbox(outbox_path, max_rows=settings.outbox_max_rows)
+        publisher = ResultPublisher(
+            settings,
+            outbox,
+            StationTopics(config.station.path),
+            client_id=settings.client_id or f"lineinspect-{config.station.id}",
+            password=settings.password(os.environ),
+            station_dir=station_dir,
+        )
+        counts = PartCounts()
+        reject: RejectFeed | None = None
+        alarm_target: list[Station] = []  # the station exists only after its parts; hooks reach it through this
+
+        def on_reject_alarm(alarm: Alarm) -> None:
+            if alarm_target:
+                alarm_target[0].on_reject_alarm(alarm)
+
+        def on_alarm(kind: str, message: str) -> None:
+            if alarm_target:
+                alarm_target[0].on_alarm(kind, message)
+
+        if config.reject is not None:
+            feeding = _reject_camera(config, cameras)
+            if feeding is None:
+                log.warning("reject: section present but the station has no camera; nothing will be rejected")
+            else:
+                tracker = build_reject_tracker(config.reject, station_dir, on_alarm=on_reject_alarm)
+                reject = RejectFeed(
+                    tracker, feeding.id, announce_at_trigger=feeding.trigger_mode is TriggerMode.SOFTWARE
+                )
+        fanout = ResultFanout(
+            publisher,
+            station_path=config.station.path,
+            counts=counts,
+            sinks=result_sinks,
+            reject=reject,
+            on_alarm=on_alarm,
+        )
+        status_target: list[Station] = []
+        supervisors = []
+        workers = []
+        for cam in cameras:
+            worker_ref: list[PartWorker] = []
+
+            def on_skipped(part: SkippedPart, ref: list[PartWorker] = worker_ref) -> None:
+                ref[0].on_skipped(part)
+
+            def on_status(status: CameraStatus) -> None:
+                if status_target:
+                    status_target[0].on_camera_status(status)
+
+            sup = CameraSupervisor.from_config(cam, on_skipped=on_skipped, on_status=on_status)
+            worker = PartWorker(
+                sup,
+                inspector,
+                fanout,
+                recipe_id=cam.recipe,
+                budget_ms=config.budget_ms,
+                threads=config.line.inspection_threads,
+                pending_parts_max=config.line.pending_parts_max,
+                reject=reject,
+                skipped_sinks=skipped_sinks,
+            )
+            worker_ref.append(worker)
+            supervisors.append(sup)
+            workers.append(worker)
+        station = Station(
+            station_id=config.station.id,
+            station_path=config.station.path,
+            publisher=publisher,
+            outbox=outbox,
+            supervisors=supervisors,
+            workers=workers,
+            fanout=fanout,
+            reject=reject,
+            line_rate_parts_per_min=config.line.trigger_rate_parts_per_min,
+            drain_timeout_s=config.line.drain_timeout_s,
+            broker=broker,
+            mqtt_address=(settings.host, settings.port),
+        )
+    except BaseException:
+        if tracker is not None:
+            tracker.close()
+        if outbox is not None:
+            outbox.close()
+        if broker is not None:
+            broker.stop()
+        raise
+    alarm_target.append(station)
+    status_target.append(station)
+    return station

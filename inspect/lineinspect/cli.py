@@ -159,6 +159,76 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import threading
+
+    from lineinspect.assemble import build_inspector, build_station
+    from lineinspect.config import load_station, station_dir_from
+    from lineinspect.http.app import create_app
+    from lineinspect.http.server import bind_socket, make_server, serve, url_of
+
+    station_dir = station_dir_from(args.station_dir)
+    config = load_station(station_dir)
+    http = config.http
+    host = args.host or http.host
+    port = http.port if args.port is None else args.port
+    if args.duration_s is not None and args.duration_s <= 0:
+        raise LineinspectError(f"--duration-s {args.duration_s}: give a positive number of seconds")
+    api_key = os.environ.get(http.api_key_env) or None
+    sock = bind_socket(host, port)
+    try:
+        inspector = build_inspector(station_dir, config)  # one Inspector for camera parts and uploads
+        station = build_station(station_dir, config, inspector=inspector)
+        station.start()
+    except BaseException:
+        sock.close()
+        raise
+    stopped_by = None
+    timer: threading.Timer | None = None
+    try:
+        app = create_app(inspector, http, station_path=config.station.path, api_key=api_key)
+        server = make_server(app, log_level="debug" if args.verbose else "warning", access_log=args.verbose)
+        url = url_of(sock)
+        mqtt_host, mqtt_port = station.mqtt_address
+        broker = "embedded demo broker" if station.broker is not None else "broker"
+        cameras = ", ".join(sorted(station.supervisors)) or "none (cameras/<id>.yaml)"
+        print(f"lineinspect: station {config.station.path} running; cameras: {cameras}", flush=True)
+        print(f"lineinspect: HTTP {url} (docs {url}/docs)", flush=True)
+        print(f"lineinspect: MQTT {broker} {mqtt_host}:{mqtt_port}; watch results with", flush=True)
+        enterprise = config.station.uns.enterprise
+        print(f"  mosquitto_sub -h {mqtt_host} -p {mqtt_port} -t '{enterprise}/#' -v", flush=True)
+        if args.duration_s is not None:
+
+            def time_up() -> None:
+                server.should_exit = True
+
+            timer = threading.Timer(args.duration_s, time_up)
+            timer.name = "run-duration"
+            timer.start()
+        stopped_by = serve(server, sock)
+    finally:
+        if timer is not None:
+            timer.cancel()
+            timer.join()
+        sock.close()
+        station.stop()
+    counts = station.counts.snapshot()
+    print(f"lineinspect: stopped{f' ({stopped_by.name})' if stopped_by else ''}; parts {counts}", flush=True)
+    return EXIT_OK
+
+
+def add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run the station: cameras, inspection, results to MQTT, reject station, and the HTTP API"
+    )
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.add_argument("--host", help="HTTP address to listen on (default: station.yaml http.host)")
+    p.add_argument("--port", type=int, help="HTTP port, 0 for any free one (default: station.yaml http.port)")
+    p.add_argument("--duration-s", type=float, help="stop cleanly after this many seconds (default: run until stopped)")
+    p.set_defaults(func=cmd_run)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -249,6 +319,7 @@ def add_check(sub: argparse._SubParsersAction) -> None:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_schema,
     add_serve,
+    add_run,
     add_check,
     add_samples,
     add_teach,

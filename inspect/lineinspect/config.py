@@ -84,6 +84,39 @@ class HttpSection(BaseModel):
     )
 
 
+class LineSection(BaseModel):
+    """How parts reach the station's cameras, and how long one may take (the `run` command)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_ms: float = Field(
+        1000.0,
+        gt=0,
+        description="Time from a part's trigger (or its image, without a trigger) to its verdict; a part not "
+        "decided by then is undecided (rejected). With a `reject:` section, reject.inspection_budget_ms is "
+        "used instead.",
+    )
+    inspection_threads: int = Field(
+        2, ge=1, le=64, description="Parts inspected at once per camera (onnxruntime runs them in parallel)."
+    )
+    trigger_rate_parts_per_min: float | None = Field(
+        None,
+        gt=0,
+        le=60_000,
+        description="Demo and commissioning: the station itself triggers every software-triggered camera at this "
+        "rate (a simulated line). null: software triggers come from outside (Station.trigger, a PLC input).",
+    )
+    pending_parts_max: int = Field(
+        1024,
+        ge=1,
+        description="Skipped parts (no image, camera lost, queue full) waiting to get their undecided result; "
+        "beyond this the camera thread publishes them itself (slower, never dropped).",
+    )
+    drain_timeout_s: float = Field(
+        5.0, ge=0, le=300, description="On stop: longest wait for parts already triggered to be decided."
+    )
+
+
 class StationConfig(BaseModel):
     """Contents of station.yaml."""
 
@@ -99,6 +132,9 @@ class StationConfig(BaseModel):
         description="MQTT broker for results and status; absent: the demo starts an embedded broker on loopback.",
     )
     reject: RejectSettings | None = Field(None, description="Reject station (ejector / PLC verdict); null: none.")
+    line: LineSection = Field(
+        default_factory=LineSection, description="Triggering, time budget and threads of `lineinspect run`."
+    )
 
     @model_validator(mode="after")
     def _recipes_consistent(self) -> StationConfig:
@@ -113,6 +149,11 @@ class StationConfig(BaseModel):
     @property
     def default_recipe_id(self) -> str:
         return self.default_recipe or self.recipes[0].id
+
+    @property
+    def budget_ms(self) -> float:
+        """Trigger → verdict budget of one part: the reject station's when there is one."""
+        return self.reject.inspection_budget_ms if self.reject is not None else self.line.budget_ms
 
 
 def station_dir_from(arg: str | None) -> Path:

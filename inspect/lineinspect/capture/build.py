@@ -13,7 +13,9 @@ def build_camera(config: CameraConfig) -> Camera:
     if isinstance(src, FolderSource):
         from lineinspect.capture.folder import FolderCamera
 
-        return FolderCamera(config.id, src.path, trigger_mode=mode, rate_hz=src.rate_hz, loop=src.loop)
+        return FolderCamera(
+            config.id, src.path, trigger_mode=mode, rate_hz=src.rate_hz, loop=src.loop, patterns=tuple(src.patterns)
+        )
     if isinstance(src, OpenCVSource):
         from lineinspect.capture.opencv import OpenCVCamera
 

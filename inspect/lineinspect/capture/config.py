@@ -106,6 +106,12 @@ class FolderSource(BaseModel):
     path: Path = Field(..., description="Folder of images (relative paths are relative to the station directory).")
     rate_hz: float = Field(2.0, gt=0, le=1000, description="Free run: images per second.")
     loop: bool = Field(True, description="Start again after the last image instead of finishing.")
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Glob patterns under `path` naming the images to replay, e.g. [good/*.png, defective/*.png] "
+        "(`**` searches subfolders); files are replayed sorted by name, whichever pattern found them.",
+    )
 
 
 CameraSource = Annotated[

@@ -19,14 +19,23 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 class FolderCamera:
     def __init__(
-        self, camera_id: str, path: Path, *, trigger_mode: TriggerMode, rate_hz: float = 2.0, loop: bool = True
+        self,
+        camera_id: str,
+        path: Path,
+        *,
+        trigger_mode: TriggerMode,
+        rate_hz: float = 2.0,
+        loop: bool = True,
+        patterns: tuple[str, ...] = ("*",),
     ) -> None:
+        """`patterns`: globs under `path` (e.g. `good/*.png`); images are replayed sorted by file name."""
         if trigger_mode is TriggerMode.HARDWARE:
             raise CameraError(camera_id, "a folder has no input lines", "use trigger mode software or free_run")
         self.camera_id = camera_id
         self.trigger_mode: TriggerMode = trigger_mode
         self.path = path
         self.loop = loop
+        self.patterns = patterns
         self._pacer = FramePacer(rate_hz)
         self._latch = SoftwareTriggerLatch()
         self._files: list[Path] = []
@@ -39,11 +48,15 @@ class FolderCamera:
             raise CameraError(
                 self.camera_id, f"image folder {self.path} does not exist", "fix source.path in the camera definition"
             )
-        files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        found = {p for pattern in self.patterns for p in self.path.glob(pattern)}
+        files = sorted(
+            (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=lambda p: (p.name, p)
+        )
         if not files:
+            where = self.path if self.patterns == ("*",) else f"{self.path} (patterns {list(self.patterns)})"
             raise CameraError(
                 self.camera_id,
-                f"image folder {self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                f"image folder {where} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                 "put sample images there or fix source.path",
             )
         with self._lock:
