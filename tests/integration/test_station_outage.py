@@ -1,0 +1,101 @@
+"""The station at line rate when the broker dies, and when the station itself is SIGKILLed and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lineinspect.outbox import Outbox
+from tests.helpers.line_station import (
+    SAVE_SESSIONS,
+    assert_complete_in_order,
+    running_station,
+    subscribed,
+    write_line_station,
+)
+from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_result_arrives_in_order_when_the_broker_is_killed_at_line_rate(tmp_path: Path) -> None:
+    mosquitto = Mosquitto(extra_lines=SAVE_SESSIONS)
+    mosquitto.start()
+    try:
+        write_line_station(tmp_path, mosquitto.port, parts="gbg", line={"trigger_rate_parts_per_min": 1200})
+        with subscribed(mosquitto.port) as sub:
+            with running_station(tmp_path) as station:
+                wait_for(lambda: len(sub.results()) >= 10, 5, "results before the outage")
+                mosquitto.stop()
+                time.sleep(3.0)  # 20 parts/s keep coming; results wait in the outbox
+                assert station.outbox.depth() >= 30, "results did not wait in the outbox during the outage"
+                mosquitto.start()
+                wait_for(lambda: station.publisher.stats().connected, 5, "reconnected")
+                time.sleep(0.5)
+                assert station.line is not None
+                station.line.stop()
+                wait_for(lambda: station.outbox.depth() == 0, 10, "outbox drained")
+                last = station.outbox.last_sequence
+                sub.wait_until(lambda: len({s for s, _ in sub.results()} & set(range(1, last + 1))) >= last, 10, "all")
+                counts = station.status()["counts"]
+            received = [(s, r) for s, r in sub.results() if s <= last]
+    finally:
+        mosquitto.close()
+    assert last >= 60
+    assert_complete_in_order(received, last)
+    assert counts["pass"] + counts["fail"] + counts["undecided"] >= last
+
+
+def run_station(station_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'inspect'}{os.pathsep}{REPO}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lineinspect.cli", "run", "--station-dir", str(station_dir), "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def test_nothing_decided_is_lost_when_the_station_is_sigkilled_and_restarted(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    write_line_station(tmp_path, mosquitto.port, parts="gb", line={"trigger_rate_parts_per_min": 1200})
+    with subscribed(mosquitto.port) as sub:
+        proc = run_station(tmp_path)
+        try:
+            sub.wait_until(lambda: len(sub.results()) >= 20, 20, "results from the first run")
+            mosquitto.stop()  # results now pile up in the outbox only
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+        with Outbox(tmp_path / "var" / "outbox.sqlite") as outbox:
+            stranded, last_before = outbox.depth(), outbox.last_sequence
+        assert stranded >= 5, "the kill did not leave results in the outbox"
+        mosquitto.start()
+        sub.wait_until(lambda: sub.subscribed >= 2, 5, "subscriber back")
+        second = run_station(tmp_path, "--duration-s", "2")
+        try:
+            out, _ = second.communicate(timeout=30)
+        finally:
+            if second.poll() is None:
+                second.kill()
+                second.wait()
+        assert second.returncode == 0, out
+        with Outbox(tmp_path / "var" / "outbox.sqlite") as outbox:
+            left, last = outbox.depth(), outbox.last_sequence
+        sub.wait_until(lambda: {s for s, _ in sub.results()} >= set(range(1, last + 1)), 10, "every result")
+    assert left == 0
+    assert last > last_before
+    assert_complete_in_order([(s, r) for s, r in sub.results() if s <= last], last)
