@@ -32,7 +32,7 @@ from typing import Any
 
 from lineinspect.broker import EmbeddedBroker
 from lineinspect.capture.base import TriggerMode
-from lineinspect.capture.supervisor import CameraStatus, CameraSupervisor, Capture, SkippedPart
+from lineinspect.capture.supervisor import CameraState, CameraStatus, CameraSupervisor, Capture, SkippedPart
 from lineinspect.frame import utc_now
 from lineinspect.inspector import Inspector
 from lineinspect.mqtt import ResultPublisher
@@ -216,7 +216,11 @@ class PartWorker:
         self._threads.clear()
         # Whatever is still queued (drain timed out) gets its undecided result now: nothing is silent.
         while (capture := self.supervisor.get(0)) is not None:
-            self._publish(self._undecided_capture(capture, "station stopped before the part was inspected"))
+            self.fanout.counts.add("skipped")
+            result = self.inspector.undecided(
+                capture.frame, "not inspected: the station stopped before its turn", self.recipe_id
+            )
+            self._publish(result)
         while True:
             try:
                 self._decide_skipped(self._skipped.get_nowait())
@@ -392,12 +396,21 @@ class Station:
             for sup in self.supervisors.values():
                 sup.start()
             if self.line is not None:
+                self._wait_for_cameras(timeout_s=5.0)
                 self.line.start()
         except BaseException:
             self.stop()
             raise
         self._state = "running"
         log.info("station %s running with cameras %s", self.station_path, sorted(self.supervisors) or "none")
+
+    def _wait_for_cameras(self, timeout_s: float) -> None:
+        """The simulated line starts once the cameras have tried to connect, so its first parts are not undecided."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(s.status().state is not CameraState.STARTING for s in self.supervisors.values()):
+                return
+            time.sleep(0.01)
 
     def stop(self) -> None:
         """Stop triggers and cameras, decide what is in flight (bounded), publish offline, close everything."""

@@ -1,4 +1,4 @@
-"""A station directory for runtime tests: the `bright` model, a folder camera over generated parts, MQTT to a test broker."""
+"""A station directory for runtime tests: the `bright` model, a folder camera over generated parts, a test broker."""
 
 from __future__ import annotations
 

@@ -133,20 +133,19 @@ def test_overload_makes_each_uninspected_part_undecided_and_counted(tmp_path: Pa
 def test_camera_loss_and_recovery_show_on_mqtt_and_in_status(tmp_path: Path, mosquitto: Mosquitto) -> None:
     write_line_station(tmp_path, mosquitto.port, parts="g")
     parts, away = tmp_path / "parts", tmp_path / "parts-away"
-    with subscribed(mosquitto.port) as sub:
-        with running_station(tmp_path) as station:
-            wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
-            parts.rename(away)
-            wait_for(lambda: station.status()["cameras"][0]["state"] in ("lost", "reconnecting"), 5, "camera lost")
-            lost_status = station.status()["cameras"][0]
-            away.rename(parts)
-            wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera back")
-            station.trigger("cam1")
-            sub.wait_until(lambda: len(sub.results()) >= 1, 5, "a result after recovery")
-            sub.wait_until(
-                lambda: camera_states(sub.received("/camera/cam1/status"))[-1:] == ["connected"], 5, "connected on MQTT"
-            )
-            states = camera_states(sub.received("/camera/cam1/status"))
+    with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
+        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+        parts.rename(away)
+        wait_for(lambda: station.status()["cameras"][0]["state"] in ("lost", "reconnecting"), 5, "camera lost")
+        lost_status = station.status()["cameras"][0]
+        away.rename(parts)
+        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera back")
+        station.trigger("cam1")
+        sub.wait_until(lambda: len(sub.results()) >= 1, 5, "a result after recovery")
+        sub.wait_until(
+            lambda: camera_states(sub.received("/camera/cam1/status"))[-1:] == ["connected"], 5, "connected on MQTT"
+        )
+        states = camera_states(sub.received("/camera/cam1/status"))
     assert "disappeared" in (lost_status["last_error"] or "")
     lost_at = states.index("lost")
     assert "connected" in states[lost_at:]
