@@ -73,17 +73,24 @@ _SKIPPED_OPENINGS = (
 def undecided_kind(reason: str) -> UndecidedKind:
     """Classify an undecided result by its reason text.
 
-    Conventions (the runtime writes reasons so): `skipped: ...` or the camera
-    supervisor's SkippedPart reason; `timed out: ...`; `late: ...` or one that
-    mentions the deadline; `... error: ...`.
+    The runtime opens reasons with the kind: `not inspected: <the camera's reason>` (or the
+    supervisor's own SkippedPart reason), `timed out: ...`, `late: ...`, `inspection error: ...`,
+    `not stored for the MES: ...` (an error). The opening decides; a reason such as `late: ... (the
+    inspection said: timed out)` is late. Otherwise words anywhere decide: deadline, timed out, error.
     """
     text = reason.strip().lower()
     if text.startswith(_SKIPPED_OPENINGS):
         return UndecidedKind.SKIPPED
-    if text.startswith("timed out") or "timeout" in text or "timed out" in text:
+    if text.startswith(("timed out", "timeout")):
         return UndecidedKind.TIMEOUT
-    if text.startswith("late") or "deadline" in text:
+    if text.startswith("late"):
         return UndecidedKind.LATE
+    if text.startswith(("inspection error", "not stored")):
+        return UndecidedKind.ERROR
+    if "deadline" in text:
+        return UndecidedKind.LATE
+    if "timed out" in text or "timeout" in text:
+        return UndecidedKind.TIMEOUT
     if "error" in text:
         return UndecidedKind.ERROR
     return UndecidedKind.OTHER
@@ -386,16 +393,25 @@ def _reject_families(reject: Any) -> list[Metric]:
 
 
 def _count_families(counts: Any) -> list[Metric]:
+    """The station's part counts that are not verdicts (skipped, late, outbox_refused, ...).
+
+    Parts by verdict are `lineinspect_parts_total` (counted from the results themselves).
+    """
     if not isinstance(counts, Mapping):
         return []
-    value = _number(counts.get("skipped"))
-    if value is None:
-        return []
-    counter = CounterMetricFamily(
-        f"{PREFIX}_skipped_parts", "Parts the station gave up without inspecting (undecided, rejected)."
-    )
-    counter.add_metric([], value)
-    return [counter]
+    verdicts = {v.value for v in Verdict}
+    families: list[Metric] = []
+    for name, raw in counts.items():
+        value = _number(raw)
+        if name in verdicts or value is None:
+            continue
+        counter = CounterMetricFamily(
+            f"{PREFIX}_{metric_name_part(name)}_parts",
+            f"Parts the station counted as '{name}' since start (each also has an undecided result).",
+        )
+        counter.add_metric([], value)
+        families.append(counter)
+    return families
 
 
 __all__ = ["CONTENT_TYPE", "StationMetrics", "StatusProvider", "UndecidedKind", "undecided_kind"]

@@ -15,6 +15,11 @@ Bounded: rows beyond `retain_rows` (oldest first) and rows decided more than
 `retain_days` ago are deleted as results arrive, so the file stops growing
 once the bound is reached (SQLite reuses the freed pages).
 
+Off the line's path: `add` only queues the result; a writer thread commits
+queued results in batches, so a slow disk never delays a camera worker or the
+reject that follows the result. Reads first write what is queued, so a query
+sees every result added before it.
+
 Thread-safe: one connection behind a lock; camera workers and HTTP uploads
 add, HTTP requests query.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -43,6 +49,11 @@ SCHEMA_VERSION = 1
 IN_MEMORY = ":memory:"
 DEFAULT_RETAIN_ROWS = 100_000
 MAX_QUERY_LIMIT = 1000
+DEFAULT_MAX_PENDING = 10_000
+# Results per transaction: one commit per batch instead of one per result.
+_BATCH_MAX = 500
+_CLOSE_TIMEOUT_S = 10.0
+_STOP = object()
 # Checking the age bound costs a query; once a minute keeps the store within a minute of retain_days.
 _AGE_PRUNE_INTERVAL_NS = 60 * 1_000_000_000
 
@@ -82,6 +93,9 @@ class ResultStore:
         retain_days: drop results decided more than this many days ago; None: no age bound.
         prune_slack_rows: rows allowed over `retain_rows` before a prune runs (pruning in batches
             keeps the cost per result small); default 1 % of `retain_rows`, at least 1, at most 1000.
+        max_pending: results waiting for the writer thread beyond which new ones are not kept.
+
+    Call `close()` (or use `with`): it writes what is queued and joins the writer thread.
 
     At least one bound must be set: a store that grows without limit fills the disk.
     """
@@ -93,6 +107,7 @@ class ResultStore:
         retain_rows: int | None = DEFAULT_RETAIN_ROWS,
         retain_days: float | None = None,
         prune_slack_rows: int | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         if retain_rows is None and retain_days is None:
             raise ValueError("set retain_rows or retain_days: an unbounded results store fills the disk")
@@ -100,7 +115,10 @@ class ResultStore:
             raise ValueError(f"retain_rows must be at least 1 (got {retain_rows})")
         if retain_days is not None and retain_days <= 0:
             raise ValueError(f"retain_days must be more than 0 (got {retain_days})")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1 (got {max_pending})")
         self.path = IN_MEMORY if str(path) == IN_MEMORY else Path(path)
+        self._name = "memory" if self.path == IN_MEMORY else Path(path).name
         self.retain_rows = retain_rows
         self.retain_days = retain_days
         if prune_slack_rows is None:
@@ -112,6 +130,13 @@ class ResultStore:
         self._next_age_prune_ns = 0
         with self._lock:
             self._prune_locked(force=True)
+        self.max_pending = max_pending
+        self._pending: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._dropped_lock = threading.Lock()
+        self._dropped = 0
+        self._closed = False
+        self._writer = threading.Thread(target=self._run_writer, name=f"results-store-{self._name}", daemon=True)
+        self._writer.start()
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -177,15 +202,72 @@ class ResultStore:
     # -- writing ---------------------------------------------------------------------------------
 
     def add(self, result: Result) -> None:
-        """Store one result; one whose result_id is already stored is ignored (a duplicate).
+        """Queue one result for storing and return at once (a result sink for camera workers).
 
-        Usable as a result sink. Raises ResultStoreError when the database cannot be written.
+        The writer thread commits queued results in batches, so a slow disk (a WAL checkpoint's
+        fsync) never holds up a camera worker or the reject that follows it. Reads see every result
+        added before them. A result whose result_id is already stored is ignored (a duplicate).
+        When `max_pending` results are waiting (the disk has stalled), further ones are counted in
+        `dropped` and logged, not stored: this store is a local view, the outbox holds them for the MES.
         """
-        payload = result.to_payload()
-        defects = [(d["class"], 1 if d["counts"] else 0) for d in payload["defects"]]
-        with self._lock:
+        if self._closed:
+            raise ResultStoreError(f"results store {self.path} is closed; results can no longer be added")
+        try:
+            self._pending.put_nowait(result)
+        except queue.Full:
+            with self._dropped_lock:
+                self._dropped += 1
+                dropped = self._dropped
+            if dropped == 1 or dropped % 1000 == 0:
+                log.error(
+                    "results store %s: %d results not kept for /v1/results (%d waiting to be written; is the "
+                    "disk stalled?). They still go to the MES",
+                    self.path,
+                    dropped,
+                    self.max_pending,
+                )
+
+    @property
+    def dropped(self) -> int:
+        """Results not kept because the write queue was full (since start)."""
+        with self._dropped_lock:
+            return self._dropped
+
+    def _run_writer(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is _STOP:
+                with self._lock:
+                    self._write_pending_locked()
+                return
+            with self._lock:
+                self._write_locked([first])
+                # Whatever queued meanwhile goes in the same pass.
+                self._write_pending_locked()
+
+    def _write_pending_locked(self) -> None:
+        batch: list[Result] = []
+        while len(batch) < _BATCH_MAX:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._pending.put_nowait(_STOP)  # leave it for the writer thread
+                break
+            batch.append(item)
+        if batch:
+            self._write_locked(batch)
+            if len(batch) == _BATCH_MAX:
+                self._write_pending_locked()
+
+    def _write_locked(self, batch: list[Result]) -> None:
+        """Store `batch` in one transaction (one commit for many results)."""
+        added = 0
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for result in batch:
+                payload = result.to_payload()
                 cursor = self._conn.execute(
                     "INSERT OR IGNORE INTO results"
                     " (result_id, sequence, decided_us, camera_id, source, verdict, recipe_id, payload)"
@@ -201,22 +283,23 @@ class ResultStore:
                         json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
                     ),
                 )
-                added = cursor.rowcount == 1
-                if added and defects:
+                if cursor.rowcount != 1:
+                    continue
+                added += 1
+                if payload["defects"]:
                     row = cursor.lastrowid
                     self._conn.executemany(
                         "INSERT INTO defects (result_row, class, counts) VALUES (?, ?, ?)",
-                        [(row, name, counts) for name, counts in defects],
+                        [(row, d["class"], 1 if d["counts"] else 0) for d in payload["defects"]],
                     )
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise ResultStoreError(
-                    f"results store {self.path}: cannot store result {result.result_id}: {exc}"
-                ) from None
-            if added:
-                self._rows += 1
-                self._prune_locked()
+            self._conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            self._rollback()
+            log.error("results store %s: %d results could not be written: %s", self.path, len(batch), exc)
+            return
+        self._rows += added
+        if added:
+            self._prune_locked()
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction open
@@ -271,17 +354,20 @@ class ResultStore:
         )
         sql = f"SELECT payload FROM results{where} ORDER BY id DESC LIMIT ? OFFSET ?"
         with self._lock:
+            self._write_pending_locked()
             rows = self._conn.execute(sql, (*args, limit, offset)).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def get(self, result_id: str) -> dict[str, Any] | None:
         """One result's payload, or None when it is not (or no longer) stored."""
         with self._lock:
+            self._write_pending_locked()
             row = self._conn.execute("SELECT payload FROM results WHERE result_id = ?", (result_id,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def count(self) -> int:
         with self._lock:
+            self._write_pending_locked()
             return self._rows
 
     def summary(self, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
@@ -293,6 +379,7 @@ class ResultStore:
         """
         where, args = self._filters(since=since, until=until)
         with self._lock:
+            self._write_pending_locked()
             by_verdict_rows = self._conn.execute(
                 f"SELECT verdict, COUNT(*) FROM results{where} GROUP BY verdict", args
             ).fetchall()
@@ -389,6 +476,12 @@ class ResultStore:
     # -- life ------------------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Write what is queued, stop the writer thread and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.put(_STOP)
+        self._writer.join(timeout=_CLOSE_TIMEOUT_S)
         with self._lock:
             self._conn.close()
 

@@ -71,7 +71,7 @@ STATUS: dict[str, Any] = {
         "counters": {"fired": 9, "missed": 1, "late": 2, "errors": 0, "undecided_rejected": 7},
         "alarms": [{"kind": "bin_full", "active": True}, {"kind": "air_low", "active": False}],
     },
-    "counts": {"pass": 180, "fail": 8, "undecided": 7, "skipped": 7},
+    "counts": {"pass": 180, "fail": 8, "undecided": 7, "skipped": 7, "late": 2, "outbox_refused": 0},
 }
 
 
@@ -119,6 +119,9 @@ def test_undecided_parts_are_counted_by_kind() -> None:
         ("inspection queue full (4 parts waiting); oldest part given up", UndecidedKind.SKIPPED),
         ("timed out: not inspected within 500 ms (http.inference_timeout_ms)", UndecidedKind.TIMEOUT),
         ("late: result 12 ms past the deadline", UndecidedKind.LATE),
+        ("not inspected: no image within 1000 ms of the software trigger", UndecidedKind.SKIPPED),
+        ("late: decided after 90 ms, budget 50 ms (the inspection said undecided: timed out)", UndecidedKind.LATE),
+        ("not stored for the MES: outbox full", UndecidedKind.ERROR),
         ("decided after the part's deadline", UndecidedKind.LATE),
         ("inspection error: ValueError: bad shape", UndecidedKind.ERROR),
         ("operator override", UndecidedKind.OTHER),
@@ -182,6 +185,8 @@ def test_broker_station_and_reject_numbers_are_exported() -> None:
     assert value(metrics, "lineinspect_reject_alarm_active", kind="bin_full") == 1
     assert value(metrics, "lineinspect_reject_alarm_active", kind="air_low") == 0
     assert value(metrics, "lineinspect_skipped_parts_total") == 7
+    assert value(metrics, "lineinspect_late_parts_total") == 2
+    assert value(metrics, "lineinspect_outbox_refused_parts_total") == 0
 
 
 def test_reject_counters_are_read_from_a_flat_snapshot_too() -> None:

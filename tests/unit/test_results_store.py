@@ -172,6 +172,8 @@ def test_store_file_stops_growing_once_the_bound_is_reached(tmp_path: Path) -> N
         with ResultStore(path, retain_rows=200) as store:
             for _ in range(parts):
                 store.add(line_result(defects=(finding("scratch"), finding("dent")), verdict=Verdict.FAIL))
+                # A read after each part writes it at once: the peak does not depend on the writer's timing.
+                store.count()
         return path.stat().st_size
 
     at_bound = run_line(600)
@@ -252,3 +254,31 @@ def test_store_says_what_to_do_with_a_file_that_is_not_a_database(tmp_path: Path
 def test_store_refuses_to_grow_without_a_bound() -> None:
     with pytest.raises(ValueError, match="unbounded results store fills the disk"):
         ResultStore(":memory:", retain_rows=None)
+
+
+def test_results_added_without_reads_are_written_by_the_writer_and_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with ResultStore(path) as store:
+        for n in range(200):
+            store.add(line_result(part_id=f"p{n}"))
+    with ResultStore(path) as store:
+        assert store.count() == 200
+        assert store.query(limit=1)[0]["part_id"] == "p199"
+
+
+def test_store_counts_results_it_cannot_queue_while_the_disk_stalls(caplog: pytest.LogCaptureFixture) -> None:
+    with ResultStore(":memory:", max_pending=3) as stalled:
+        with stalled._lock:  # the writer is stuck as on a stalled disk
+            for n in range(10):
+                stalled.add(line_result(part_id=f"p{n}"))
+        # The writer may have taken one result off the queue before it blocked on the lock.
+        assert stalled.dropped in (6, 7)
+        assert stalled.count() == 10 - stalled.dropped
+    assert "results not kept for /v1/results" in caplog.text and "They still go to the MES" in caplog.text
+
+
+def test_adding_to_a_closed_store_says_so(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    store.close()
+    with pytest.raises(ResultStoreError, match="is closed"):
+        store.add(line_result())
