@@ -15,11 +15,17 @@ PORT ?= 8080
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# System packages first: PyGObject (dev extra) compiles against libgirepository.
+# The service alone (make run): runtime dependencies only, no system packages needed.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# Everything the tests and tools need. System packages first: PyGObject compiles against libgirepository.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $@
+	touch $@ $(VENV)/.installed-run
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -32,7 +38,7 @@ system-deps:
 	  fi; \
 	fi
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(BIN)/lineinspect serve --station-dir $(STATION_DIR) --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed system-deps

@@ -1,0 +1,56 @@
+"""Every result the Inspector makes validates against the shipped JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from lineinspect.assemble import single_model_inspector
+from lineinspect.frame import Frame
+from lineinspect.model import RuntimeOptions
+from lineinspect.recipe import Recipe
+from lineinspect.result import SCHEMA_ID, result_schema
+from tests.helpers.graphs import brightness_anomaly
+
+
+def test_pass_fail_and_undecided_payloads_validate(tmp_path: Path) -> None:
+    inspector = single_model_inspector(brightness_anomaly(tmp_path / "m"), RuntimeOptions(intra_op_threads=1))
+    validator = jsonschema.Draft202012Validator(result_schema(), format_checker=jsonschema.FormatChecker())
+    good = np.full((50, 60, 3), 10, np.uint8)
+    bad = good.copy()
+    bad[10:20, 10:20] = 255
+    results = [
+        inspector.inspect(Frame(good, camera_id="cam1", frame_id=3, trigger_id=7, part_id="P-1")),
+        inspector.inspect(Frame(bad)),
+        inspector.undecided(Frame(good), "timed out"),
+        inspector.undecided(None, "no image"),
+    ]
+    assert [r.verdict.value for r in results] == ["pass", "fail", "undecided", "undecided"]
+    for result in results:
+        payload = json.loads(result.to_json())
+        validator.validate(payload)
+        assert payload["schema"] == SCHEMA_ID
+        assert payload["captured_at"].endswith("Z") and payload["decided_at"].endswith("Z")
+
+
+def test_roi_outside_image_gives_undecided_with_reason(tmp_path: Path) -> None:
+    recipe = Recipe(id="r", model="m", roi={"x": 50, "y": 0, "width": 100, "height": 10})
+    inspector = single_model_inspector(brightness_anomaly(tmp_path / "m"), RuntimeOptions(intra_op_threads=1), recipe)
+    result = inspector.inspect(Frame(np.zeros((40, 60), np.uint8)))
+    assert result.verdict.value == "undecided"
+    assert "ROI 50,0 100x10 lies outside the 60x40 image" in result.reason
+
+
+def test_roi_defects_are_reported_in_full_image_coordinates(tmp_path: Path) -> None:
+    recipe = Recipe(id="r", model="m", roi={"x": 100, "y": 50, "width": 64, "height": 64})
+    inspector = single_model_inspector(brightness_anomaly(tmp_path / "m"), RuntimeOptions(intra_op_threads=1), recipe)
+    image = np.zeros((200, 300), np.uint8)
+    image[60:70, 110:120] = 255  # inside the ROI
+    image[0:10, 0:10] = 255  # outside: not inspected
+    result = inspector.inspect(Frame(image))
+    boxes = [f.defect.box for f in result.findings]
+    assert len(boxes) == 1
+    assert (boxes[0].x0, boxes[0].y0) == (110, 60)
