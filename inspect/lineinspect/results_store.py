@@ -53,6 +53,8 @@ DEFAULT_MAX_PENDING = 10_000
 # Results per transaction: one commit per batch instead of one per result.
 _BATCH_MAX = 500
 _CLOSE_TIMEOUT_S = 10.0
+# How often an idle writer looks at the stop flag (close() also wakes it through the queue).
+_WRITER_WAKE_S = 0.5
 _STOP = object()
 # Checking the age bound costs a query; once a minute keeps the store within a minute of retain_days.
 _AGE_PRUNE_INTERVAL_NS = 60 * 1_000_000_000
@@ -135,6 +137,7 @@ class ResultStore:
         self._dropped_lock = threading.Lock()
         self._dropped = 0
         self._closed = False
+        self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._run_writer, name=f"results-store-{self._name}", daemon=True)
         self._writer.start()
 
@@ -235,31 +238,35 @@ class ResultStore:
 
     def _run_writer(self) -> None:
         while True:
-            first = self._pending.get()
-            if first is _STOP:
+            try:
+                first = self._pending.get(timeout=_WRITER_WAKE_S)
+            except queue.Empty:
+                first = None
+            stopping = first is _STOP or self._stopping.is_set()
+            try:
                 with self._lock:
+                    if first is not None and first is not _STOP:
+                        self._write_locked([first])
+                    # Whatever queued meanwhile goes in the same pass.
                     self._write_pending_locked()
+            except Exception:  # the writer must outlive one bad result, or the queue would fill for good
+                log.exception("results store %s: writing results failed", self.path)
+            if stopping:
                 return
-            with self._lock:
-                self._write_locked([first])
-                # Whatever queued meanwhile goes in the same pass.
-                self._write_pending_locked()
 
     def _write_pending_locked(self) -> None:
-        batch: list[Result] = []
-        while len(batch) < _BATCH_MAX:
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._pending.put_nowait(_STOP)  # leave it for the writer thread
-                break
-            batch.append(item)
-        if batch:
+        while True:
+            batch: list[Result] = []
+            while len(batch) < _BATCH_MAX:
+                try:
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:  # close() has set _stopping too; the writer sees that
+                    batch.append(item)
+            if not batch:
+                return
             self._write_locked(batch)
-            if len(batch) == _BATCH_MAX:
-                self._write_pending_locked()
 
     def _write_locked(self, batch: list[Result]) -> None:
         """Store `batch` in one transaction (one commit for many results)."""
@@ -480,7 +487,8 @@ class ResultStore:
         if self._closed:
             return
         self._closed = True
-        self._pending.put(_STOP)
+        self._stopping.set()
+        self._pending.put(_STOP)  # wakes the writer at once
         self._writer.join(timeout=_CLOSE_TIMEOUT_S)
         with self._lock:
             self._conn.close()
