@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the test suite talks to (real peers, not mocks). Installed when run as root.
-# gir1.2-aravis-0.8: Aravis cameras; libgirepository1.0-dev libcairo2-dev pkg-config: building PyGObject.
-SYSTEM_PACKAGES := mosquitto mosquitto-clients gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config
+# gir1.2-aravis-0.8: Aravis cameras; libgirepository1.0-dev libcairo2-dev pkg-config: building PyGObject;
+# chromium: renders the dashboard headless in its test.
+SYSTEM_PACKAGES := mosquitto mosquitto-clients gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config chromium
 STATION_DIR ?= .
 HOST ?= 127.0.0.1
 PORT ?= 8080

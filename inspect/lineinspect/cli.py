@@ -125,7 +125,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lineinspect.assemble import build_inspector
     from lineinspect.config import load_station, station_dir_from
     from lineinspect.http.app import create_app
+    from lineinspect.http.routes.dashboard import dashboard_router
+    from lineinspect.http.routes.metrics import metrics_router
+    from lineinspect.http.routes.results import results_router
+    from lineinspect.http.routes.status import OfflineStatus, status_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
+    from lineinspect.metrics import StationMetrics
+    from lineinspect.results_store import IN_MEMORY, ResultStore
 
     station_dir = station_dir_from(args.station_dir)
     config = load_station(station_dir)
@@ -134,8 +140,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = http.port if args.port is None else args.port
     api_key = os.environ.get(http.api_key_env) or None
     inspector = build_inspector(station_dir, config)
-    app = create_app(inspector, http, station_path=config.station.path, api_key=api_key)
-    sock = bind_socket(host, port)
+    # Observability of uploads: recent results (in memory unless --results-db), metrics, status, dashboard.
+    store_path = IN_MEMORY if args.results_db is None else station_dir / args.results_db
+    store = ResultStore(store_path, retain_rows=args.results_retain)
+    status = OfflineStatus(station_id=config.station.id, station_path=config.station.path)
+    metrics = StationMetrics(status_provider=status)
+    app = create_app(
+        inspector,
+        http,
+        station_path=config.station.path,
+        api_key=api_key,
+        routers=[results_router(store), status_router(status), metrics_router(metrics), dashboard_router()],
+        result_sinks=[store.add, metrics.observe_result, status.observe_result],
+    )
+    try:
+        sock = bind_socket(host, port)
+    except BaseException:
+        store.close()
+        raise
     url = url_of(sock)
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("lineinspect.serve").warning(
@@ -147,15 +169,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stopped_by = serve(make_server(app, log_level="debug" if args.verbose else "info"), sock)
     finally:
         sock.close()
+        store.close()
     print(f"lineinspect: stopped{f' ({stopped_by.name})' if stopped_by else ''}", flush=True)
     return EXIT_OK
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the HTTP API (uploads, health, readiness) for a station")
+    p = sub.add_parser("serve", help="serve the HTTP API (uploads, results, status, metrics, dashboard) for a station")
     p.add_argument("--station-dir", help=STATION_DIR_HELP)
     p.add_argument("--host", help="address to listen on (default: station.yaml http.host)")
     p.add_argument("--port", type=int, help="TCP port, 0 for any free one (default: station.yaml http.port)")
+    p.add_argument(
+        "--results-db",
+        help="SQLite file (relative to the station dir) keeping recent upload results for /v1/results and the "
+        "dashboard across restarts (default: in memory)",
+    )
+    p.add_argument(
+        "--results-retain",
+        type=_at_least_one,
+        default=10_000,
+        help="recent results kept (oldest dropped; default 10000)",
+    )
     p.set_defaults(func=cmd_serve)
 
 

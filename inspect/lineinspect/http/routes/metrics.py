@@ -1,0 +1,25 @@
+"""GET /metrics: the station's metrics in the Prometheus text format, for a Prometheus scrape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from lineinspect.metrics import CONTENT_TYPE, StationMetrics
+
+
+def metrics_router(metrics: StationMetrics) -> APIRouter:
+    """`GET /metrics` exposing `metrics` (its own registry, read at scrape time)."""
+    router = APIRouter(tags=["metrics"])
+
+    # Plain `def`: a scrape reads the station status (locks of other threads) off the event loop.
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition format."}},
+    )
+    def get_metrics() -> Response:
+        return Response(content=metrics.exposition(), media_type=CONTENT_TYPE)
+
+    return router

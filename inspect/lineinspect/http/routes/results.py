@@ -1,0 +1,156 @@
+"""GET /v1/results: the station's recent results from its ResultStore, newest first.
+
+`GET /v1/results/summary` gives the dashboard its numbers (counts by verdict,
+yield per camera, defect Pareto); `GET /v1/results/{result_id}` one result.
+Only what the store still holds is served (it keeps a bounded number of
+results); the MES has the complete record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from lineinspect.http.errors import ApiError, ErrorBody
+from lineinspect.recipe import Verdict
+from lineinspect.results_store import MAX_QUERY_LIMIT, ResultStore
+
+VERDICTS = tuple(v.value for v in Verdict)
+MAX_WINDOW_MIN = 366 * 24 * 60
+
+_BAD_QUERY: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "A query parameter is malformed or out of range."}
+}
+
+SinceQuery = Annotated[
+    datetime | None,
+    Query(description="Decided at or after this UTC time, ISO 8601 with a zone, e.g. 2024-05-01T06:00:00Z."),
+]
+UntilQuery = Annotated[datetime | None, Query(description="Decided before this UTC time (ISO 8601 with a zone).")]
+
+
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"query.{name}: {value.isoformat()} has no time zone; add Z for UTC or an offset, "
+            f"e.g. {value.isoformat()}Z",
+        )
+    return value
+
+
+def _time_range(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    since, until = _aware("since", since), _aware("until", until)
+    if since is not None and until is not None and since >= until:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"query.since ({since.isoformat()}) must be before query.until ({until.isoformat()})",
+        )
+    return since, until
+
+
+def _verdicts(values: list[str] | None) -> list[str] | None:
+    """`verdict=fail&verdict=undecided` or `verdict=fail,undecided`."""
+    if not values:
+        return None
+    wanted: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip().lower()
+            if item not in VERDICTS:
+                raise ApiError(
+                    422, "invalid_request", f"query.verdict: {item!r} is not a verdict; use {', '.join(VERDICTS)}"
+                )
+            wanted.append(item)
+    return wanted
+
+
+def results_router(store: ResultStore) -> APIRouter:
+    """Routes over `store`: `GET /v1/results`, `/v1/results/summary`, `/v1/results/{result_id}`."""
+    router = APIRouter(prefix="/v1/results", tags=["results"])
+
+    # Plain `def`: SQLite calls run in the threadpool, not on the event loop.
+    @router.get(
+        "",
+        summary="Recent results, newest first",
+        description="Filter by camera, verdict (repeat or comma-separate: `verdict=fail,undecided` = the "
+        "rejects), source (`camera` or `upload`) and decided time; page with `offset` or `before_sequence`.",
+        responses=_BAD_QUERY,
+    )
+    def list_results(
+        camera: Annotated[str | None, Query(description="Camera id.", min_length=1, max_length=200)] = None,
+        verdict: Annotated[list[str] | None, Query(description="pass, fail, undecided; several allowed.")] = None,
+        source: Annotated[
+            Literal["camera", "upload"] | None, Query(description="camera: station cameras; upload: HTTP uploads.")
+        ] = None,
+        since: SinceQuery = None,
+        until: UntilQuery = None,
+        before_sequence: Annotated[
+            int | None, Query(ge=0, description="Only results with a smaller station sequence (paging).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT, description="At most this many results.")] = 100,
+        offset: Annotated[int, Query(ge=0, le=10_000_000, description="Skip this many newest matches.")] = 0,
+    ) -> dict[str, Any]:
+        since, until = _time_range(since, until)
+        results = store.query(
+            camera=camera,
+            verdict=_verdicts(verdict),
+            source=source,
+            since=since,
+            until=until,
+            before_sequence=before_sequence,
+            limit=limit,
+            offset=offset,
+        )
+        return {
+            "count": len(results),
+            "limit": limit,
+            "offset": offset,
+            # Another page may exist only when this one is full.
+            "next_offset": offset + len(results) if len(results) == limit else None,
+            "results": results,
+        }
+
+    @router.get(
+        "/summary",
+        summary="Counts by verdict, yield per camera and the defect Pareto",
+        description="Over `window_min` minutes up to now, or `since`/`until`, or everything stored.",
+        responses=_BAD_QUERY,
+    )
+    def results_summary(
+        window_min: Annotated[
+            int | None, Query(ge=1, le=MAX_WINDOW_MIN, description="The last this many minutes (server clock).")
+        ] = None,
+        since: SinceQuery = None,
+        until: UntilQuery = None,
+    ) -> dict[str, Any]:
+        since, until = _time_range(since, until)
+        if window_min is not None:
+            if since is not None or until is not None:
+                raise ApiError(422, "invalid_request", "give query.window_min or query.since/until, not both")
+            since = datetime.now(UTC) - timedelta(minutes=window_min)
+        summary = store.summary(since=since, until=until)
+        summary["window_min"] = window_min
+        return summary
+
+    @router.get(
+        "/{result_id}",
+        summary="One result by its result_id",
+        responses={404: {"model": ErrorBody, "description": "Not stored (unknown, or pruned by retention)."}},
+    )
+    def get_result(result_id: str) -> dict[str, Any]:
+        payload = store.get(result_id)
+        if payload is None:
+            raise ApiError(
+                404,
+                "unknown_result",
+                f"no result {result_id!r} is stored here; the store keeps only recent results "
+                "(the MES has older ones), or the id is wrong",
+            )
+        return payload
+
+    return router

@@ -1,0 +1,376 @@
+"""GET /v1/results, /v1/status, /metrics and the dashboard through the real app (real ONNX model for uploads).
+
+The dashboard is also rendered by headless Chromium against a real uvicorn on a loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from lineinspect.assemble import build_inspector
+from lineinspect.cli import main
+from lineinspect.config import HttpSection, load_station
+from lineinspect.http.app import create_app
+from lineinspect.http.routes.dashboard import dashboard_router
+from lineinspect.http.routes.metrics import metrics_router
+from lineinspect.http.routes.results import results_router
+from lineinspect.http.routes.status import OfflineStatus, status_router
+from lineinspect.http.server import bind_socket, make_server, url_of
+from lineinspect.inspector import Inspector
+from lineinspect.metrics import StationMetrics
+from lineinspect.recipe import Verdict
+from lineinspect.results_store import ResultStore
+from tests.helpers.line_results import STATION_PATH, T0, finding, line_result
+from tests.helpers.station import bad_part, encode, good_part, write_station
+from tests.integration.test_http_inspections import assert_error, assert_valid_result
+from tests.integration.test_http_serve import read_line_with
+
+
+@pytest.fixture(scope="module")
+def inspector(tmp_path_factory: pytest.TempPathFactory) -> Inspector:
+    station_dir = write_station(tmp_path_factory.mktemp("station"))
+    return build_inspector(station_dir, load_station(station_dir))
+
+
+@dataclass
+class Observed:
+    client: TestClient
+    store: ResultStore
+    metrics: StationMetrics
+    status: OfflineStatus
+
+
+@pytest.fixture
+def observed(inspector: Inspector) -> Iterator[Observed]:
+    """The app as `lineinspect serve` wires it."""
+    store = ResultStore(":memory:", retain_rows=1000)
+    status = OfflineStatus(station_id="teststation", station_path=STATION_PATH)
+    metrics = StationMetrics(status_provider=status)
+    app = create_app(
+        inspector,
+        HttpSection(),
+        station_path=STATION_PATH,
+        routers=[results_router(store), status_router(status), metrics_router(metrics), dashboard_router()],
+        result_sinks=[store.add, metrics.observe_result, status.observe_result],
+    )
+    with TestClient(app) as client:
+        yield Observed(client, store, metrics, status)
+    store.close()
+
+
+def fill(store: ResultStore, start: datetime = T0) -> list[str]:
+    """Six camera parts a minute apart from `start`; their ids.
+
+    cam1: p0 pass, p2 fail, p4 undecided; cam2: p1, p3, p5 pass.
+    """
+    ids = []
+    for n in range(6):
+        camera = "cam1" if n % 2 == 0 else "cam2"
+        verdict = {0: Verdict.PASS, 2: Verdict.FAIL, 4: Verdict.UNDECIDED}.get(n, Verdict.PASS)
+        result = line_result(
+            camera=camera,
+            verdict=verdict,
+            defects=(finding("scratch"),) if verdict is Verdict.FAIL else (),
+            reason="skipped: camera lost: device removed" if verdict is Verdict.UNDECIDED else None,
+            decided_at=start + timedelta(minutes=n),
+            sequence=n + 1,
+            part_id=f"p{n}",
+        )
+        store.add(result)
+        ids.append(result.result_id)
+    return ids
+
+
+def parts(response: Any) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [r["part_id"] for r in response.json()["results"]]
+
+
+def upload(client: TestClient, data: bytes, name: str = "part.png") -> dict[str, Any]:
+    response = client.post("/v1/inspections", files={"file": (name, data, "application/octet-stream")})
+    assert response.status_code == 200, response.text
+    payload: dict[str, Any] = response.json()
+    return payload
+
+
+# --- /v1/results -----------------------------------------------------------------------------
+
+
+def test_results_lists_newest_first_and_filters(observed: Observed) -> None:
+    fill(observed.store)
+    c = observed.client
+    assert parts(c.get("/v1/results")) == ["p5", "p4", "p3", "p2", "p1", "p0"]
+    assert parts(c.get("/v1/results", params={"camera": "cam1"})) == ["p4", "p2", "p0"]
+    assert parts(c.get("/v1/results", params={"verdict": "fail,undecided"})) == ["p4", "p2"]
+    assert parts(c.get("/v1/results", params=[("verdict", "pass"), ("verdict", "fail"), ("camera", "cam1")])) == [
+        "p2",
+        "p0",
+    ]
+    window = {"since": "2024-05-01T06:01:00Z", "until": "2024-05-01T08:03:00+02:00"}
+    assert parts(c.get("/v1/results", params=window)) == ["p2", "p1"]
+
+
+def test_results_pages_with_offset_and_next_offset(observed: Observed) -> None:
+    fill(observed.store)
+    first = observed.client.get("/v1/results", params={"limit": 4}).json()
+    assert first["count"] == 4 and first["next_offset"] == 4
+    second = observed.client.get("/v1/results", params={"limit": 4, "offset": first["next_offset"]}).json()
+    assert [r["part_id"] for r in second["results"]] == ["p1", "p0"]
+    assert second["next_offset"] is None
+    by_sequence = observed.client.get("/v1/results", params={"before_sequence": 3})
+    assert parts(by_sequence) == ["p1", "p0"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"verdict": "rejected"}, "query.verdict: 'rejected' is not a verdict; use pass, fail, undecided"),
+        ({"limit": "0"}, "query.limit: Input should be greater than or equal to 1"),
+        ({"limit": "5000"}, "query.limit: Input should be less than or equal to 1000"),
+        ({"limit": "ten"}, "query.limit: Input should be a valid integer"),
+        ({"since": "yesterday"}, "query.since: Input should be a valid datetime"),
+        ({"since": "2024-05-01T06:00:00"}, "query.since: 2024-05-01T06:00:00 has no time zone; add Z for UTC"),
+        (
+            {"since": "2024-05-01T07:00:00Z", "until": "2024-05-01T06:00:00Z"},
+            "query.since (2024-05-01T07:00:00+00:00) must be before query.until",
+        ),
+        ({"source": "plc"}, "query.source: Input should be 'camera' or 'upload' (got 'plc')"),
+        ({"offset": "-1"}, "query.offset: Input should be greater than or equal to 0"),
+    ],
+)
+def test_results_refuses_bad_query_parameters_with_a_message(
+    observed: Observed, params: dict[str, str], message: str
+) -> None:
+    assert_error(observed.client.get("/v1/results", params=params), 422, "invalid_request", message)
+
+
+def test_result_by_id_and_404_for_an_unknown_id(observed: Observed) -> None:
+    ids = fill(observed.store)
+    found = observed.client.get(f"/v1/results/{ids[2]}")
+    assert found.status_code == 200
+    assert found.json()["part_id"] == "p2"
+    assert_valid_result(found.json())
+    assert_error(
+        observed.client.get("/v1/results/0b7c0e36-0000-4000-8000-000000000000"),
+        404,
+        "unknown_result",
+        "no result '0b7c0e36-0000-4000-8000-000000000000' is stored here",
+    )
+
+
+def test_summary_gives_yield_and_pareto_for_the_dashboard(observed: Observed) -> None:
+    fill(observed.store)
+    summary = observed.client.get("/v1/results/summary").json()
+    assert summary["by_verdict"] == {"pass": 4, "fail": 1, "undecided": 1}
+    assert summary["yield_pct"] == 66.67
+    assert [(p["class"], p["parts"]) for p in summary["defect_pareto"]] == [("scratch", 1)]
+    recent = observed.client.get("/v1/results/summary", params={"window_min": 60}).json()
+    assert recent["total"] == 0  # the filled parts are from 2024
+    assert recent["window_min"] == 60
+    assert_error(
+        observed.client.get("/v1/results/summary", params={"window_min": 60, "since": "2024-05-01T06:00:00Z"}),
+        422,
+        "invalid_request",
+        "give query.window_min or query.since/until, not both",
+    )
+
+
+def test_uploads_reach_results_metrics_and_status_as_source_upload(observed: Observed) -> None:
+    good = upload(observed.client, encode(good_part()), "good.png")
+    bad = upload(observed.client, encode(bad_part()), "bad.png")
+    listed = observed.client.get("/v1/results", params={"source": "upload"}).json()["results"]
+    assert [r["result_id"] for r in listed] == [bad["result_id"], good["result_id"]]
+    assert listed[0]["camera_id"] is None and listed[0]["image"]["ref"] == "bad.png"
+    assert listed[0]["station"] == STATION_PATH
+    assert observed.client.get("/v1/results", params={"source": "camera"}).json()["count"] == 0
+
+    status = observed.client.get("/v1/status").json()
+    assert status["counts"] == {"pass": 1, "fail": 1, "undecided": 0, "skipped": 0}
+    assert status["station"]["path"] == STATION_PATH and status["station"]["state"] == "serving"
+    assert status["cameras"] == [] and status["broker"] is None
+
+    response = observed.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    values = {
+        (s.name, s.labels.get("verdict")): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+        if s.name == "lineinspect_parts_total" and s.labels.get("source") == "upload"
+    }
+    assert values == {("lineinspect_parts_total", "pass"): 1, ("lineinspect_parts_total", "fail"): 1}
+
+
+def test_status_serves_the_runtime_provider_dict(inspector: Inspector) -> None:
+    status = {
+        "station": {"id": "s1", "path": STATION_PATH, "state": "running", "started_at": "2024-05-01T06:00:00Z"},
+        "cameras": [{"camera_id": "cam1", "state": "connected"}],
+        "broker": {"connected": True, "outbox_depth": 0},
+        "outbox": {"depth": 0, "alarm": False},
+        "reject": None,
+        "counts": {"pass": 3, "fail": 0, "undecided": 0, "skipped": 0},
+    }
+    app = create_app(inspector, HttpSection(), routers=[status_router(lambda: status)])
+    with TestClient(app) as client:
+        assert client.get("/v1/status").json() == status
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+
+def test_dashboard_is_served_and_needs_nothing_from_the_internet(observed: Observed) -> None:
+    response = observed.client.get("/dashboard")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Live verdicts" in response.text and "Defect Pareto" in response.text
+    # No CDN, web font or remote script: the station has no internet.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", response.text)
+    assert "http://" not in response.text and "https://" not in response.text
+    root = observed.client.get("/", follow_redirects=False)
+    assert root.status_code == 307 and root.headers["location"] == "/dashboard"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def served(observed: Observed) -> Iterator[str]:
+    """The same app on a real uvicorn, 127.0.0.1, a free port, in a thread (stopped and joined after)."""
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(observed.client.app, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start within 10 s"
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make system-deps installs it)")
+def test_dashboard_renders_the_stored_verdicts_in_a_real_browser(
+    observed: Observed, served: str, tmp_path: Path
+) -> None:
+    fill(observed.store, datetime.now(UTC) - timedelta(minutes=10))  # inside the page's default window
+    assert CHROMIUM is not None
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        # Virtual time lets the page's fetches finish before the DOM is dumped.
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        f"{served}/dashboard",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    dom = done.stdout
+    assert "<tbody>" in dom, f"chromium printed no page (exit {done.returncode}): {done.stderr[-2000:]}"
+    ticker = dom.split('id="ticker"', 1)[1].split("</table>", 1)[0]
+    shown = re.findall(
+        r'<tr data-result-id="[^"]+" data-verdict="(\w+)"><td>[^<]*</td><td>(\w+)</td><td>(\w+)</td>', ticker
+    )
+    assert [(part, camera, verdict) for verdict, camera, part in shown] == [
+        ("p5", "cam2", "pass"),
+        ("p4", "cam1", "undecided"),
+        ("p3", "cam2", "pass"),
+        ("p2", "cam1", "fail"),
+        ("p1", "cam2", "pass"),
+        ("p0", "cam1", "pass"),
+    ]
+    rejects = dom.split('id="rejects"', 1)[1].split("</table>", 1)[0]
+    assert "skipped: camera lost: device removed" in rejects and ">scratch<" in rejects
+    assert 'id="yield">66.7 %<' in dom
+    banner = re.search(r'<div id="banner"[^>]*>([^<]*)</div>', dom)
+    assert banner is not None and banner.group(1) == "", banner
+
+
+# --- lineinspect serve -----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_serve(station_dir: Path, *extra: str) -> tuple[str, subprocess.Popen[str]]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "inspect"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "lineinspect.cli", "serve", "--station-dir", str(station_dir), "--port", "0"]
+    proc = subprocess.Popen([*command, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = read_line_with(proc, "serving on", 60)
+    except BaseException:
+        stop_serve(proc)
+        raise
+    return line.split("serving on ", 1)[1].split()[0], proc
+
+
+def stop_serve(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+def test_serve_keeps_upload_results_in_its_results_db_across_a_restart(tmp_path: Path) -> None:
+    station_dir = write_station(tmp_path / "station")
+    url, proc = start_serve(station_dir, "--results-db", "results.db")
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            posted = client.post("/v1/inspections", files={"file": ("bad.png", encode(bad_part()))}).json()
+            assert client.get("/v1/status").json()["counts"]["fail"] == 1
+            assert 'lineinspect_parts_total{camera="",recipe="part",source="upload",verdict="fail"} 1.0' in (
+                client.get("/metrics").text
+            )
+            assert client.get("/dashboard").status_code == 200
+    finally:
+        stop_serve(proc)
+    assert proc.returncode == 0
+    assert (station_dir / "results.db").is_file()
+
+    url, proc = start_serve(station_dir, "--results-db", "results.db")
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            listed = client.get("/v1/results").json()["results"]
+            assert [r["result_id"] for r in listed] == [posted["result_id"]]
+            assert client.get("/v1/status").json()["counts"]["fail"] == 0  # counts are since this start
+    finally:
+        stop_serve(proc)
+
+
+def test_serve_exits_2_when_the_results_db_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    station_dir = write_station(tmp_path / "station")
+    (station_dir / "results").mkdir()
+    assert main(["serve", "--station-dir", str(station_dir), "--port", "0", "--results-db", "results"]) == 2
+    assert f"results store {station_dir / 'results'} is a folder; give a file path" in capsys.readouterr().err
