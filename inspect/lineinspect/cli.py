@@ -210,7 +210,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lineinspect.assemble import build_inspector, build_station
     from lineinspect.config import load_station, station_dir_from
     from lineinspect.http.app import create_app
+    from lineinspect.http.routes.dashboard import dashboard_router
+    from lineinspect.http.routes.metrics import metrics_router
+    from lineinspect.http.routes.results import results_router
+    from lineinspect.http.routes.status import status_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
+    from lineinspect.metrics import StationMetrics
+    from lineinspect.results_store import ResultStore
 
     station_dir = station_dir_from(args.station_dir)
     config = load_station(station_dir)
@@ -221,17 +227,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise LineinspectError(f"--duration-s {args.duration_s}: give a positive number of seconds")
     api_key = os.environ.get(http.api_key_env) or None
     sock = bind_socket(host, port)
+    store = ResultStore(station_dir / "data" / "results.db", retain_rows=100_000, retain_days=30)
+    metrics = StationMetrics()
+    sinks = [store.add, metrics.observe_result]  # every final camera result and every upload
     try:
         inspector = build_inspector(station_dir, config)  # one Inspector for camera parts and uploads
-        station = build_station(station_dir, config, inspector=inspector)
+        station = build_station(station_dir, config, inspector=inspector, result_sinks=sinks)
+        metrics.use_status(station.status)
         station.start()
     except BaseException:
         sock.close()
+        store.close()
         raise
     stopped_by = None
     timer: threading.Timer | None = None
     try:
-        app = create_app(inspector, http, station_path=config.station.path, api_key=api_key)
+        app = create_app(
+            inspector,
+            http,
+            station_path=config.station.path,
+            api_key=api_key,
+            routers=[results_router(store), status_router(station.status), metrics_router(metrics), dashboard_router()],
+            result_sinks=sinks,
+        )
         server = make_server(app, log_level="debug" if args.verbose else "warning", access_log=args.verbose)
         url = url_of(sock)
         mqtt_host, mqtt_port = station.mqtt_address
@@ -257,6 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             timer.join()
         sock.close()
         station.stop()
+        store.close()
     counts = station.counts.snapshot()
     print(f"lineinspect: stopped{f' ({stopped_by.name})' if stopped_by else ''}; parts {counts}", flush=True)
     return EXIT_OK
