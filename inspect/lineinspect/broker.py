@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from types import TracebackType
 from typing import Any
@@ -47,6 +48,8 @@ class EmbeddedBroker:
         """Start listening; returns when clients can connect. Raises BrokerError if it cannot."""
         if self._thread is not None:
             raise RuntimeError("embedded broker already started")
+        if self.port:
+            self._check_port_free()
         # amqtt logs every connection at INFO; a station log should show ours, not the broker's chatter.
         for name in ("amqtt", "transitions"):
             chatty = logging.getLogger(name)
@@ -66,6 +69,18 @@ class EmbeddedBroker:
                 f"Is another broker using the port? Point `mqtt:` in station.yaml at it instead"
             ) from error
         log.info("embedded MQTT broker (demo) listening on %s:%d", self.host, self.port)
+
+    def _check_port_free(self) -> None:
+        # Asked first so a taken port is one clear line, not amqtt's start-up traceback.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise BrokerError(
+                    f"embedded MQTT broker could not listen on {self.host}:{self.port}: {exc.strerror}. "
+                    f"Is another broker using the port? Point `mqtt:` in station.yaml at it instead"
+                ) from None
 
     def stop(self) -> None:
         """Close every connection and the listener; joins the broker thread."""
