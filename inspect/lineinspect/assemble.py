@@ -177,7 +177,12 @@ def build_station(
             if feeding is None:
                 log.warning("reject: section present but the station has no camera; nothing will be rejected")
             else:
-                tracker = build_reject_tracker(config.reject, station_dir, on_alarm=on_reject_alarm)
+                tracker = build_reject_tracker(
+                    config.reject,
+                    station_dir,
+                    on_alarm=on_reject_alarm,
+                    publish=lambda event: publisher.publish_event(publisher.topics.reject_event, event),
+                )
                 reject = RejectFeed(
                     tracker, feeding.id, announce_at_trigger=feeding.trigger_mode is TriggerMode.SOFTWARE
                 )

@@ -151,6 +151,16 @@ class StationTopics:
     def camera_status(self, camera_id: str) -> str:
         return f"{self.prefix}/camera/{camera_id}/status"
 
+    @property
+    def alarm(self) -> str:
+        """Alarm raised/cleared events (QoS 1, not retained); active alarms also ride on `status`."""
+        return f"{self.prefix}/alarm"
+
+    @property
+    def reject_event(self) -> str:
+        """What the reject station did or, in dry run, would do (QoS 1, not retained)."""
+        return f"{self.prefix}/reject/event"
+
 
 @dataclass(frozen=True, slots=True)
 class PublisherStats:
@@ -326,6 +336,11 @@ class ResultPublisher:
     def publish_status(self, state: str, **fields: Any) -> None:
         """Retained station status (`online`, `offline`, `alarm`, …) with extra JSON fields; not queued durably."""
         self._client.publish(self.topics.status, self._status_payload(state, **fields), 1, True)
+
+    def publish_event(self, topic: str, payload: dict[str, Any]) -> None:
+        """An event (alarm, dry-run reject) at QoS 1, not retained and not queued durably: results are
+        the durable channel; events that happen while the broker is away are in the log and audit."""
+        self._client.publish(topic, json.dumps({"at": _utc_iso(), **payload}), 1, False)
 
     def publish_camera_status(self, camera_id: str, state: str, **fields: Any) -> None:
         """Retained status of one camera; sent again after every reconnect."""

@@ -472,18 +472,21 @@ class Station:
         self.publisher.publish_camera_status(status.camera_id, state, **payload)
 
     def on_reject_alarm(self, alarm: Alarm) -> None:
-        """Reject tracker hook: log and retained MQTT status."""
+        """Reject tracker hook: log, an alarm event, and the retained status listing active alarms."""
         payload = alarm.to_payload()
         if alarm.active:
             log.error("ALARM reject %s: %s", alarm.kind.value, alarm.message)
-            self.publisher.publish_status("alarm", alarm=payload)
         else:
             log.warning("reject alarm %s cleared", alarm.kind.value)
-            self.publisher.publish_status("online", cleared=payload)
+        self.publisher.publish_event(self.publisher.topics.alarm, {"source": "reject", **payload})
+        active = [a.to_payload() for a in self.reject.tracker.active_alarms] if self.reject is not None else []
+        self.publisher.publish_status("alarm" if active else "online", alarms=active)
 
     def on_alarm(self, kind: str, message: str) -> None:
         """Station alarms outside the reject station (outbox refusing results)."""
-        self.publisher.publish_status("alarm", alarm={"kind": kind, "active": True, "message": message})
+        alarm = {"kind": kind, "active": True, "message": message}
+        self.publisher.publish_event(self.publisher.topics.alarm, {"source": "station", **alarm})
+        self.publisher.publish_status("alarm", alarms=[alarm])
 
     def status(self) -> dict[str, Any]:
         stats = asdict(self.publisher.stats())

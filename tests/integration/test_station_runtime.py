@@ -78,7 +78,7 @@ def test_reject_dry_run_fires_for_failed_and_undecided_parts_only(tmp_path: Path
     }
     write_line_station(tmp_path, mosquitto.port, parts="gbg", reject=reject)
     sink = Collected()
-    with running_station(tmp_path, result_sinks=(sink,)) as station:
+    with subscribed(mosquitto.port) as sub, running_station(tmp_path, result_sinks=(sink,)) as station:
         wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
         for _ in range(3):
             station.trigger("cam1")
@@ -99,6 +99,11 @@ def test_reject_dry_run_fires_for_failed_and_undecided_parts_only(tmp_path: Path
     lines = [json.loads(line) for f in sorted((tmp_path / "audit").glob("*.jsonl")) for line in f.open()]
     fired_ids = {rec["result_id"] for rec in lines if rec["event"] == "fire"}
     assert fired_ids == {sink.results[1].result_id, sink.results[3].result_id}
+    # Commissioning: the dry run publishes what it would have switched.
+    events = [m.json() for m in sub.received("/reject/event")]
+    assert all(e["dry_run"] for e in events)
+    pulses = [e for e in events if e["action"] == "set_output" and e["output"] == "ejector" and e["on"]]
+    assert len(pulses) == 2
 
 
 def test_overload_makes_each_uninspected_part_undecided_and_counted(tmp_path: Path, mosquitto: Mosquitto) -> None:
