@@ -56,9 +56,7 @@ def charuco_texture(
     cols: int, rows: int, square_mm: float, marker_mm: float, dictionary: int, px_per_mm: float = 8.0
 ) -> BoardTexture:
     """OpenCV's ChArUco board of cols × rows squares; plane origin = the board's outer corner."""
-    board = cv2.aruco.CharucoBoard(
-        (cols, rows), square_mm, marker_mm, cv2.aruco.getPredefinedDictionary(dictionary)
-    )
+    board = cv2.aruco.CharucoBoard((cols, rows), square_mm, marker_mm, cv2.aruco.getPredefinedDictionary(dictionary))
     m = round(MARGIN_MM * px_per_mm)
     w, h = round(cols * square_mm * px_per_mm), round(rows * square_mm * px_per_mm)
     image = board.generateImage((w + 2 * m, h + 2 * m), marginSize=m, borderBits=1)
@@ -115,9 +113,9 @@ class VirtualCamera:
             points = np.stack([gx, gy], axis=-1).reshape(-1, 1, 2)
             criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
             ideal = cv2.undistortPoints(points, self.camera_matrix, self.dist, criteria=criteria).reshape(
-                gy.shape + (2,)
+                (*gy.shape, 2)
             )
-            self._rays = np.concatenate([ideal, np.ones(gy.shape + (1,))], axis=-1)
+            self._rays = np.concatenate([ideal, np.ones((*gy.shape, 1))], axis=-1)
         return self._rays
 
     def project(self, plane_mm: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
