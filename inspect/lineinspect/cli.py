@@ -249,6 +249,8 @@ def add_check(sub: argparse._SubParsersAction) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pydantic import ValidationError
+
     from lineinspect.calibrate import calibrate_intrinsics, measure_plane, read_gray, with_plane
     from lineinspect.calibration import (
         BoardDescription,
@@ -258,19 +260,23 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         save_calibration_file,
     )
     from lineinspect.config import station_dir_from
+    from lineinspect.errors import format_validation_error
 
     station_dir = station_dir_from(args.station_dir)
     path = calibration_path(station_dir, args.camera)
     if args.board == "chessboard" and (args.marker_mm is not None or args.dictionary is not None):
         raise CalibrationError("--marker-mm and --dictionary are for --board charuco only")
-    board = BoardDescription(
-        kind=args.board,
-        cols=args.cols,
-        rows=args.rows,
-        square_mm=args.square_mm,
-        marker_mm=args.marker_mm,
-        dictionary=(args.dictionary or "DICT_5X5_100") if args.board == "charuco" else None,
-    )
+    try:
+        board = BoardDescription(
+            kind=args.board,
+            cols=args.cols,
+            rows=args.rows,
+            square_mm=args.square_mm,
+            marker_mm=args.marker_mm,
+            dictionary=(args.dictionary or "DICT_5X5_100") if args.board == "charuco" else None,
+        )
+    except ValidationError as exc:
+        raise CalibrationError(f"board geometry:\n{format_validation_error(exc)}") from None
     if args.what == "intrinsics":
         run = calibrate_intrinsics([Path(p) for p in args.images], board, args.camera, force=args.force)
         intr = run.calibration.intrinsics

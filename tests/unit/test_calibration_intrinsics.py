@@ -161,3 +161,59 @@ def test_calibrated_camera_measures_object_of_known_size(
     assert measured.length_mm == pytest.approx(80.0, rel=0.01)
     assert measured.width_mm == pytest.approx(60.0, rel=0.01)
     assert measured.area_mm2 == pytest.approx(4800.0, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--cols", "1", "--rows", "7", "--square-mm", "20"],
+            "board geometry:\n  cols: Input should be greater than or equal to 2",
+        ),
+        (["--cols", "9", "--rows", "7", "--square-mm", "0"], "square_mm: Input should be greater than 0"),
+        (
+            ["--cols", "9", "--rows", "7", "--square-mm", "20", "--marker-mm", "15"],
+            "--marker-mm and --dictionary are for --board charuco only",
+        ),
+        (
+            ["--board", "charuco", "--cols", "7", "--rows", "5", "--square-mm", "25"],
+            "a ChArUco board needs --marker-mm",
+        ),
+        (
+            [
+                "--board",
+                "charuco",
+                "--cols",
+                "7",
+                "--rows",
+                "5",
+                "--square-mm",
+                "25",
+                "--marker-mm",
+                "18",
+                "--dictionary",
+                "DICT_9X9",
+            ],
+            "--dictionary 'DICT_9X9': not an ArUco dictionary",
+        ),
+        (
+            ["--camera", "../x", "--cols", "9", "--rows", "7", "--square-mm", "20"],
+            "--camera '../x': a camera id is letters",
+        ),
+    ],
+)
+def test_cli_refuses_bad_board_geometry(
+    extra: list[str], message: str, chessboard_views: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    camera_args = [] if "--camera" in extra else ["--camera", "cam1"]
+    args = [
+        "calibrate",
+        "intrinsics",
+        "--station-dir",
+        str(tmp_path),
+        *camera_args,
+        *extra,
+        *map(str, chessboard_views),
+    ]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
