@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lineinspect.broker import BrokerError, EmbeddedBroker
+from lineinspect.calibration import load_calibrations, warn_small_limits
 from lineinspect.capture.base import TriggerMode
 from lineinspect.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
 from lineinspect.capture.supervisor import CameraStatus, CameraSupervisor, SkippedPart
@@ -76,8 +77,13 @@ def load_models(station_dir: Path, recipes: list[Recipe], options: RuntimeOption
 def build_inspector(
     station_dir: Path,
     config: StationConfig,
-    calibrations: dict[str, PlaneCalibration] | None = None,
+    calibrations: Mapping[str, PlaneCalibration] | None = None,
 ) -> Inspector:
+    """calibrations None: those of the cameras in cameras/*.yaml, with a warning for mm limits under 3 px."""
+    if calibrations is None:
+        loaded = load_calibrations(station_dir, [c.id for c in load_cameras(station_dir)])
+        warn_small_limits(config.recipes, loaded)
+        calibrations = loaded
     models = load_models(station_dir, config.recipes, runtime_options(config.runtime))
     recipes = {r.id: r for r in config.recipes}
     return Inspector(models, recipes, config.default_recipe_id, calibrations)

@@ -379,6 +379,96 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from lineinspect.calibrate import calibrate_intrinsics, measure_plane, read_gray, with_plane
+    from lineinspect.calibration import (
+        BoardDescription,
+        CalibrationError,
+        calibration_path,
+        load_calibration_file,
+        save_calibration_file,
+    )
+    from lineinspect.config import station_dir_from
+    from lineinspect.errors import format_validation_error
+
+    station_dir = station_dir_from(args.station_dir)
+    path = calibration_path(station_dir, args.camera)
+    if args.board == "chessboard" and (args.marker_mm is not None or args.dictionary is not None):
+        raise CalibrationError("--marker-mm and --dictionary are for --board charuco only")
+    try:
+        board = BoardDescription(
+            kind=args.board,
+            cols=args.cols,
+            rows=args.rows,
+            square_mm=args.square_mm,
+            marker_mm=args.marker_mm,
+            dictionary=(args.dictionary or "DICT_5X5_100") if args.board == "charuco" else None,
+        )
+    except ValidationError as exc:
+        raise CalibrationError(f"board geometry:\n{format_validation_error(exc)}") from None
+    if args.what == "intrinsics":
+        run = calibrate_intrinsics([Path(p) for p in args.images], board, args.camera, force=args.force)
+        intr = run.calibration.intrinsics
+        assert intr is not None
+        for entry in intr.images:
+            print(f"  {entry.image}: {entry.rms_px:.3f} px ({entry.corners} corners)")
+        for missing in run.not_found:
+            print(f"  {missing}: board not found, not used")
+        k = intr.camera_matrix
+        print(
+            f"RMS reprojection error {intr.rms_px:.3f} px over {len(intr.images)} image(s)"
+            f"{' (above the limit, saved because of --force)' if intr.forced else ''}; "
+            f"fx {k[0][0]:.1f} fy {k[1][1]:.1f} cx {k[0][2]:.1f} cy {k[1][2]:.1f} px"
+        )
+        data = run.calibration
+        if path.is_file():
+            print(f"note: replaces {path}; run `calibrate scale` again, the plane scale depends on the intrinsics")
+    else:
+        if len(args.images) != 1:
+            raise CalibrationError(f"scale takes one image of the target on the working plane, got {len(args.images)}")
+        (image,) = args.images
+        existing = load_calibration_file(path) if path.is_file() else None
+        if existing is None or existing.intrinsics is None:
+            print(f"note: camera {args.camera} has no intrinsics; lens distortion is not corrected")
+        gray = read_gray(Path(image))
+        plane = measure_plane(Path(image), board, existing)
+        data = with_plane(existing, args.camera, plane, (gray.shape[1], gray.shape[0]))
+        s = plane.mm_per_px
+        print(
+            f"mm per px: {s.centre:.5f} at the centre, {s.min:.5f}–{s.max:.5f} over the field of view "
+            f"(variation {s.variation_percent:.1f} %); target fit residual {plane.residual_mm:.3f} mm"
+        )
+    save_calibration_file(data, path)
+    print(f"calibration {data.id} written to {path}")
+    return EXIT_OK
+
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="calibrate a camera: lens intrinsics, working-plane scale in mm")
+    p.add_argument(
+        "what",
+        choices=["intrinsics", "scale"],
+        help="intrinsics: from board images; scale: from one image of a target on the working plane",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="board images (intrinsics) or one target image (scale)")
+    p.add_argument("--camera", required=True, help="camera id; writes calibration/<camera>.yaml")
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.add_argument(
+        "--board", choices=["chessboard", "charuco"], default="chessboard", help="board type (default chessboard)"
+    )
+    p.add_argument("--cols", type=int, required=True, help="squares across the board (not inner corners)")
+    p.add_argument("--rows", type=int, required=True, help="squares down the board (not inner corners)")
+    p.add_argument("--square-mm", type=float, required=True, help="side of one square in mm, measured on the print")
+    p.add_argument("--marker-mm", type=float, help="ChArUco: side of one marker in mm")
+    p.add_argument("--dictionary", help="ChArUco: ArUco dictionary (default DICT_5X5_100)")
+    p.add_argument("--force", action="store_true", help="save intrinsics even above 0.5 px RMS reprojection error")
+    p.set_defaults(func=cmd_calibrate)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_schema,
     add_serve,
@@ -386,6 +476,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_check,
     add_samples,
     add_teach,
+    add_calibrate,
 ]
 
 

@@ -33,6 +33,10 @@ class PlaneCalibration(Protocol):
         """(H, W[, 3]) uint8 → the same size, lens distortion removed."""
         ...
 
+    def undistort_region(self, image: np.ndarray, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """`undistort(image)[y:y+height, x:x+width]`, computing only that region (ROI crop in the remap)."""
+        ...
+
     def measure(self, defect: Defect) -> Defect:
         """Fill the defect's mm fields (box given in undistorted-image pixels)."""
         ...
@@ -70,8 +74,6 @@ class Inspector:
         calibration = self.calibrations.get(frame.camera_id or "")
         t0 = time.monotonic_ns()
         image = frame.image
-        if calibration is not None:
-            image = calibration.undistort(image)
         ox = oy = 0
         if recipe.roi is not None:
             roi = recipe.roi
@@ -82,8 +84,14 @@ class Inspector:
                     f"recipe '{recipe.id}' ROI {roi.x},{roi.y} {roi.width}x{roi.height} lies outside the {w}x{h} image",
                     recipe.id,
                 )
-            image = image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+            # Undistortion keeps the image size, so the ROI check holds; remap only the ROI.
+            if calibration is not None:
+                image = calibration.undistort_region(image, roi.x, roi.y, roi.width, roi.height)
+            else:
+                image = image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
             ox, oy = roi.x, roi.y
+        elif calibration is not None:
+            image = calibration.undistort(image)
         t1 = time.monotonic_ns()
         try:
             inference = model.infer(np.ascontiguousarray(image))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -274,6 +275,10 @@ def test_store_counts_results_it_cannot_queue_while_the_disk_stalls(caplog: pyte
         # The writer may have taken a batch off the queue before it blocked on the lock; at most
         # max_pending (3) wait in the queue, so most of the ten cannot be kept.
         assert 0 < stalled.dropped <= 7
+        # The batch the writer held when it stalled lands once the disk is back.
+        deadline = time.monotonic() + 2.0
+        while stalled.count() != 10 - stalled.dropped and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert stalled.count() == 10 - stalled.dropped
     assert "results not kept for /v1/results" in caplog.text and "They still go to the MES" in caplog.text
 
