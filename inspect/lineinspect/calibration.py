@@ -24,11 +24,12 @@ from typing import Literal
 import cv2
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from lineinspect.defects import Defect
-from lineinspect.errors import ConfigError, LineinspectError, format_validation_error
+from lineinspect.errors import ConfigError, LineinspectError
 from lineinspect.recipe import Recipe
+from lineinspect.yamlfile import read_yaml, validate_mapping
 
 CALIBRATION_DIR = "calibration"
 # Below this many pixels a limit is at the mercy of one pixel of segmentation noise.
@@ -132,19 +133,15 @@ def calibration_path(station_dir: Path, camera: str) -> Path:
 
 
 def load_calibration_file(path: Path) -> CalibrationFile:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        data = CalibrationFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: invalid calibration:\n{format_validation_error(exc)}\n"
-            "re-run `lineinspect calibrate` for this camera"
-        ) from exc
+    data = validate_mapping(
+        CalibrationFile,
+        read_yaml(path, ConfigError),
+        str(path),
+        ConfigError,
+        "calibration",
+        expected="calibration fields",
+        hint="\nre-run `lineinspect calibrate` for this camera",
+    )
     if data.camera != path.stem:
         raise ConfigError(f"{path}: camera '{data.camera}' does not match the file name; name it {data.camera}.yaml")
     return data

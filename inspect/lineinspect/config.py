@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lineinspect.errors import ConfigError, format_validation_error
+from lineinspect.errors import ConfigError
 from lineinspect.mqtt import MqttSettings
 from lineinspect.recipe import Recipe
 from lineinspect.reject.settings import RejectSettings
+from lineinspect.yamlfile import read_yaml, validate_mapping
 
 STATION_FILE = "station.yaml"
 STATION_DIR_ENV = "LINEINSPECT_STATION_DIR"
@@ -162,12 +162,8 @@ def station_dir_from(arg: str | None) -> Path:
 
 
 def parse_station(raw: Any, source: str) -> StationConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections (station, recipes, ...), got {type(raw).__name__}")
-    try:
-        return StationConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid configuration:\n{format_validation_error(exc)}") from exc
+    expected = "sections (station, recipes, ...)"
+    return validate_mapping(StationConfig, raw, source, ConfigError, "configuration", expected=expected)
 
 
 def load_station(station_dir: Path) -> StationConfig:
@@ -177,11 +173,7 @@ def load_station(station_dir: Path) -> StationConfig:
             f"{path}: not found. The station directory holds station.yaml, models/, cameras/ and "
             f"calibration/; pass --station-dir or set {STATION_DIR_ENV}"
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_station(raw, str(path))
+    return parse_station(read_yaml(path, ConfigError), str(path))
 
 
 def station_json_schema() -> dict[str, Any]:

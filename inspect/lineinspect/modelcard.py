@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lineinspect.errors import ModelError, format_validation_error
+from lineinspect.errors import ModelError
+from lineinspect.yamlfile import read_yaml, validate_mapping
 
 CARD_FILE = "model.yaml"
 MODEL_FILE = "model.onnx"
@@ -121,16 +122,8 @@ def load_card(model_dir: Path) -> ModelCard:
     path = model_dir / CARD_FILE
     if not path.is_file():
         raise ModelError(f"{path}: model card not found (a model folder holds model.onnx and model.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ModelError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ModelError(f"{path}: expected a mapping of card fields, got {type(raw).__name__}")
-    try:
-        return ModelCard.model_validate(raw)
-    except ValidationError as exc:
-        raise ModelError(f"{path}: invalid model card:\n{format_validation_error(exc)}") from exc
+    raw = read_yaml(path, ModelError)
+    return validate_mapping(ModelCard, raw, str(path), ModelError, "model card", expected="card fields")
 
 
 def write_card(card: ModelCard, model_dir: Path) -> Path:

@@ -17,11 +17,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lineinspect.capture.base import TriggerMode
-from lineinspect.errors import ConfigError, format_validation_error
+from lineinspect.errors import ConfigError
+from lineinspect.yamlfile import read_yaml, validate_mapping
 
 CAMERAS_DIR = "cameras"
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -262,10 +262,8 @@ def parse_camera(raw: Any, source: str, camera_id: str) -> CameraConfig:
         raise ConfigError(f"{source}: expected a mapping (source, acquisition, ...), got {type(raw).__name__}")
     if "id" in raw and raw["id"] != camera_id:
         raise ConfigError(f"{source}: id '{raw['id']}' differs from the file name; the camera id is '{camera_id}'")
-    try:
-        return CameraConfig.model_validate({**raw, "id": camera_id})
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid camera definition:\n{format_validation_error(exc)}") from exc
+    raw = {**raw, "id": camera_id}
+    return validate_mapping(CameraConfig, raw, source, ConfigError, "camera definition", expected="camera fields")
 
 
 def load_cameras(station_dir: Path) -> list[CameraConfig]:
@@ -279,11 +277,7 @@ def load_cameras(station_dir: Path) -> list[CameraConfig]:
         return []
     cameras = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        config = parse_camera(raw, str(path), path.stem)
+        config = parse_camera(read_yaml(path, ConfigError), str(path), path.stem)
         cameras.append(_resolve_paths(config, station_dir))
     return cameras
 
