@@ -101,7 +101,12 @@ def http_requests_per_s(url: str, uploads: list[tuple[str, bytes]], clients: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="models/default", help="model folder or name under models/")
-    parser.add_argument("--images", default="sample_images", help="images: folder, files or globs")
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=["sample_images/good", "sample_images/defective"],
+        help="images: folders, files or globs (default: the sample parts, not their masks)",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--workers", type=int, default=HttpSection().inference_workers, help="HTTP inference workers")
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir():
         print(f"bench: model folder {folder} not found; build it (make default-model) or pass --model", file=sys.stderr)
         return 2
-    paths = collect_images([args.images])
+    paths = collect_images(args.images)
     options = RuntimeOptions(intra_op_threads=args.threads) if args.threads else RuntimeOptions()
     inspector = single_model_inspector(folder, options)
     model = next(iter(inspector.models.values()))
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = model.card.input
         print(
             f"lineinspect bench: model {model.id} ({model.card.adapter}, {spec.width}x{spec.height}), "
-            f"{len(paths)} images from {args.images}, {args.rounds} rounds x {args.seconds:g} s per figure, "
+            f"{len(paths)} images from {' '.join(args.images)}, {args.rounds} rounds x {args.seconds:g} s per figure, "
             f"{os.cpu_count()} CPUs, onnxruntime {ort.__version__}, {options.intra_op_threads} intra-op threads, "
             f"{args.workers} HTTP workers"
         )
