@@ -78,6 +78,10 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
     good = find_good_images(Path(args.good), minimum=MIN_IMAGES)
     out = Path(args.out)
+    if args.method == "draem":
+        return _teach_draem(args, good, out)
+    if args.defects is not None:
+        raise LineinspectError("--defects: the stats method learns from good images only; add --method draem")
     width, height = args.size
     options = TeachOptions(
         name=args.name or out.name,
@@ -113,7 +117,42 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
         "--holdout", type=float, default=0.2, help="share of good images held back to set thresholds (default 0.2)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random hold-back split")
+    p.add_argument(
+        "--method",
+        choices=["stats", "draem"],
+        default="stats",
+        help="stats: filter-bank statistics (seconds, no extra); draem: a small segmentation net trained "
+        "from scratch on synthetic defects (minutes, needs the 'train' extra: torch)",
+    )
+    p.add_argument("--defects", help="draem: folder of defective images with masks to learn from as well (supervised)")
+    p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
     p.set_defaults(func=cmd_teach)
+
+
+def _teach_draem(args: argparse.Namespace, good: list, out: object) -> int:  # type: ignore[type-arg]
+    from pathlib import Path
+
+    from lineinspect.teach.draem import DraemOptions, teach_draem
+
+    assert isinstance(out, Path)
+    width, height = args.size
+    options = DraemOptions(
+        name=args.name or out.name,
+        width=width,
+        height=height,
+        target_false_reject=args.target_false_reject,
+        holdout_fraction=args.holdout,
+        seed=args.seed,
+        **({"epochs": args.epochs} if args.epochs else {}),
+    )
+    defects = Path(args.defects) if args.defects else None
+    card = teach_draem(good, defects, out, options)
+    assert card.anomaly is not None
+    print(
+        f"model '{card.name}' written to {out} ({card.trained['method']}) in {card.trained['seconds']} s; "
+        f"image threshold {card.anomaly.image_threshold:g} (raw score)"
+    )
+    return EXIT_OK
 
 
 STATION_DIR_HELP = "folder holding station.yaml and models/ (default: $LINEINSPECT_STATION_DIR or .)"

@@ -64,6 +64,8 @@ def find_defects(folder: Path, *, exclude: Path | None = None) -> list[LabelledI
     lies inside `--defects`, as `MT_Free` does in the magnetic-tile set).
     """
     skip = exclude.resolve() if exclude is not None else None
+    if skip is not None and folder.resolve() == skip:
+        raise DatasetError(f"--defects {folder}: this is the --good folder; give the folder of defective images")
     found = []
     for path in _images_under(folder, "--defects", skip=skip):
         found.append(LabelledImage(path, _class_of(path, folder), _mask_of(path)))
