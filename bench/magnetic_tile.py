@@ -75,13 +75,16 @@ def main() -> int:
         folders = link_split(data, Path(tmp) / "split", train_batches, test_batches)
         print(f"Magnetic tile ({CITATION})")
         print(f"train batches {train_batches}, test batches {test_batches}")
-        for name, counts in folders["counts"].items():
+        counts_by_folder = folders["counts"]
+        assert isinstance(counts_by_folder, dict)
+        for name, counts in counts_by_folder.items():
             print(f"  {name:14} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         lines = []
         for method in methods:
             lines.append(run_method(method, folders, work, shlex.split(args.teach_args)))
         print()
-        print(f"{'method':18} {'img AUROC':>9} {'px AUROC':>9} {'IoU':>6} {'FRR':>7} {'escape':>7} {'train s':>8} {'ms/img':>7}")
+        header = ("method", "img AUROC", "px AUROC", "IoU", "FRR", "escape", "train s", "ms/img")
+        print(f"{header[0]:18} " + " ".join(f"{h:>9}" for h in header[1:]))
         for line in lines:
             print(line)
         print("anchors (ImageNet-pretrained): DifferNet 0.977, PatchCore 0.979 image AUROC")
@@ -92,7 +95,8 @@ def link_split(
     data: Path, root: Path, train_batches: tuple[str, ...], test_batches: tuple[str, ...]
 ) -> dict[str, object]:
     """Symbolic links: train_good/, train_defects/<Class>/, test_good/, test_defects/<Class>/ (+ masks)."""
-    counts: dict[str, Counter[str]] = {n: Counter() for n in ("train_good", "train_defects", "test_good", "test_defects")}
+    names = ("train_good", "train_defects", "test_good", "test_defects")
+    counts: dict[str, Counter[str]] = {n: Counter() for n in names}
     for class_dir in sorted(data.glob("MT_*")):
         for image in sorted((class_dir / "Imgs").glob("*.jpg")):
             batch = image.name.split("_", 1)[0]
@@ -132,8 +136,8 @@ def run_method(method: str, folders: dict[str, object], work: Path, teach_args: 
         return f"{method:18} evaluate failed"
     r = json.loads((out / "report.json").read_text(encoding="utf-8"))
     return (
-        f"{method:18} {_f(r['image_auroc']):>9} {_f(r['pixel_auroc']):>9} {_f(r['pixel_iou'], 3):>6} "
-        f"{_p(r['false_reject_rate']):>7} {_p(r['escape_rate']):>7} {train_s:8.1f} {r['ms_per_image']['median']:7.1f}"
+        f"{method:18} {_f(r['image_auroc']):>9} {_f(r['pixel_auroc']):>9} {_f(r['pixel_iou'], 3):>9} "
+        f"{_p(r['false_reject_rate']):>9} {_p(r['escape_rate']):>9} {train_s:9.1f} {r['ms_per_image']['median']:9.1f}"
     )
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lineinspect import __version__
 from lineinspect.errors import LineinspectError
@@ -129,12 +130,10 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_teach)
 
 
-def _teach_draem(args: argparse.Namespace, good: list, out: object) -> int:  # type: ignore[type-arg]
-    from pathlib import Path
+def _teach_draem(args: argparse.Namespace, good: list[Path], out: Path) -> int:
 
     from lineinspect.teach.draem import DraemOptions, teach_draem
 
-    assert isinstance(out, Path)
     width, height = args.size
     options = DraemOptions(
         name=args.name or out.name,
@@ -145,7 +144,7 @@ def _teach_draem(args: argparse.Namespace, good: list, out: object) -> int:  # t
         seed=args.seed,
         **({"epochs": args.epochs} if args.epochs else {}),
     )
-    defects = Path(args.defects) if args.defects else None
+    defects = Path(args.defects) if args.defects is not None else None
     card = teach_draem(good, defects, out, options)
     assert card.anomaly is not None
     print(

@@ -175,7 +175,7 @@ def test_an_unreadable_image_is_named_in_the_error(tmp_path: Path) -> None:
         (lambda p: p.mkdir(), "no images in it"),
     ],
 )
-def test_good_folder_problems_are_named(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_good_folder_problems_are_named(tmp_path: Path, make, message: str) -> None:
     folder = tmp_path / "good"
     make(folder)
     with pytest.raises(DatasetError, match=f"--good {folder}: {message}"):
