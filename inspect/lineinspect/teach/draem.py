@@ -115,7 +115,7 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
             schedule.step()
             if bar is not None:
                 bar.update()
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     net.eval()
 
     exported = _Exported(torch, net)
