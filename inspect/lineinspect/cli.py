@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lineinspect import __version__
 from lineinspect.errors import LineinspectError
@@ -78,6 +79,10 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
     good = find_good_images(Path(args.good), minimum=MIN_IMAGES)
     out = Path(args.out)
+    if args.method == "draem":
+        return _teach_draem(args, good, out)
+    if args.defects is not None:
+        raise LineinspectError("--defects: the stats method learns from good images only; add --method draem")
     width, height = args.size
     options = TeachOptions(
         name=args.name or out.name,
@@ -113,7 +118,40 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
         "--holdout", type=float, default=0.2, help="share of good images held back to set thresholds (default 0.2)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random hold-back split")
+    p.add_argument(
+        "--method",
+        choices=["stats", "draem"],
+        default="stats",
+        help="stats: filter-bank statistics (seconds, no extra); draem: a small segmentation net trained "
+        "from scratch on synthetic defects (minutes, needs the 'train' extra: torch)",
+    )
+    p.add_argument("--defects", help="draem: folder of defective images with masks to learn from as well (supervised)")
+    p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
     p.set_defaults(func=cmd_teach)
+
+
+def _teach_draem(args: argparse.Namespace, good: list[Path], out: Path) -> int:
+
+    from lineinspect.teach.draem import DraemOptions, teach_draem
+
+    width, height = args.size
+    options = DraemOptions(
+        name=args.name or out.name,
+        width=width,
+        height=height,
+        target_false_reject=args.target_false_reject,
+        holdout_fraction=args.holdout,
+        seed=args.seed,
+        **({"epochs": args.epochs} if args.epochs else {}),
+    )
+    defects = Path(args.defects) if args.defects is not None else None
+    card = teach_draem(good, defects, out, options)
+    assert card.anomaly is not None
+    print(
+        f"model '{card.name}' written to {out} ({card.trained['method']}) in {card.trained['seconds']} s; "
+        f"image threshold {card.anomaly.image_threshold:g} (raw score)"
+    )
+    return EXIT_OK
 
 
 STATION_DIR_HELP = "folder holding station.yaml and models/ (default: $LINEINSPECT_STATION_DIR or .)"
@@ -469,6 +507,63 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lineinspect.assemble import model_dir
+    from lineinspect.config import station_dir_from
+    from lineinspect.datasets import find_defects, find_good
+    from lineinspect.errors import ModelError
+    from lineinspect.evaluate import evaluate, write_report
+    from lineinspect.evaluate_plots import write_plots
+    from lineinspect.model import Model, RuntimeOptions
+
+    given = Path(args.model)
+    folder = given if given.is_dir() else model_dir(station_dir_from(args.station_dir), args.model)
+    if not folder.is_dir():
+        raise ModelError(
+            f"--model {args.model}: neither a model folder nor {folder}; "
+            "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
+        )
+    good = find_good(Path(args.good))
+    defects = find_defects(Path(args.defects), exclude=Path(args.good))
+    model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))
+    out = Path(args.out) if args.out else Path("evaluation") / model.id
+    items = good + defects
+    show_bar = not args.quiet and sys.stderr.isatty()
+    if show_bar:
+        from tqdm import tqdm
+
+        with tqdm(total=len(items), unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+            evaluation = evaluate(model, items, seed=args.seed, on_image=lambda _: bar.update(1))
+    else:
+        evaluation = evaluate(model, items, seed=args.seed)
+    report = write_report(evaluation, out)
+    plots = write_plots(evaluation, model, out)
+    print(evaluation.summary())
+    print(f"report: {report}; plots: {', '.join(p.name for p in plots)}")
+    return EXIT_OK
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a model on labelled images: AUROC, false rejects, escapes, per class; report + plots",
+        description="Images under --defects (sub-folders are classes) count as defective; masks beside them "
+        "(NAME_mask.png, masks/NAME.png, or NAME.png beside NAME.jpg) give the pixel figures. "
+        "A part is called defective when its score >= the card's threshold (0.5 for anomaly models).",
+    )
+    p.add_argument("--model", required=True, help="model folder, or a model name under the station's models/")
+    p.add_argument("--good", required=True, help="folder of images of good parts (searched recursively)")
+    p.add_argument("--defects", required=True, help="folder of defective images, one sub-folder per class")
+    p.add_argument("--out", help="folder for report.json and the PNG plots (default evaluation/<model>)")
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: its choice)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pixel subsample for pixel AUROC")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_schema,
     add_serve,
@@ -477,6 +572,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_samples,
     add_teach,
     add_calibrate,
+    add_evaluate,
 ]
 
 

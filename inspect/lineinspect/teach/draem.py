@@ -1,0 +1,307 @@
+"""Teach a small segmentation network from scratch to find defects (`lineinspect teach --method draem`).
+
+Method (after DRAEM's idea: learn what a defect looks like from defects made
+up on good parts; Zavrtanik et al., ICCV 2021 — no code or weights of theirs
+are used), chosen because a plant has many good parts and few labelled bad
+ones:
+
+1. Good images are resized to the model input and converted to gray; the
+   network divides each image by its own mean brightness first (lamp drift).
+2. Training pairs are made on the fly: a random blob or line mask (smoothed
+   noise, thresholded; or a random crack-like polyline) is painted onto a
+   random crop of a good image, filled with a darker or brighter copy of the
+   part, a patch of another good image, or noise. The network learns to mark
+   exactly the painted pixels. With `--defects`, real defective images with
+   their masks are mixed in (supervised), a third of every batch.
+3. The network is a 4-level U-Net (16 base channels, ~0.5 M weights) trained
+   with binary cross-entropy + Dice on 2 CPU threads; no pretrained weights.
+4. Export (ONNX opset 17): `anomaly_map` [N,1,H,W] = defect probability and
+   `pred_score` [N] = the largest 9x9 average of the map, for the `anomaly`
+   adapter. Thresholds come from held-back good images at the target
+   false-reject rate, as for the stats method (`anomaly._calibrate`).
+
+Needs torch (the `train` extra); the exported model needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from lineinspect.datasets import find_defects, read_labelled
+from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.teach.anomaly import _calibrate, _check_options
+from lineinspect.teach.good_folder import TeachError, read_good_images
+
+METHOD = "draem-style segmentation v1"
+CROP_PX = 128
+BATCH = 8
+SCORE_POOL_PX = 9
+OPSET = 17
+
+
+@dataclass(frozen=True, slots=True)
+class DraemOptions:
+    """As TeachOptions; epochs: passes over the training images; base_channels: U-Net width."""
+
+    name: str
+    width: int = 256
+    height: int = 256
+    target_false_reject: float = 0.005
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    epochs: int = 12
+    base_channels: int = 16
+    threads: int = 2
+    progress: bool = True
+    description: str = ""
+
+
+def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path, options: DraemOptions) -> ModelCard:
+    """Train, calibrate and export model.onnx + model.yaml into out_dir; return the card."""
+    try:
+        import torch
+    except ImportError:
+        raise TeachError(
+            "--method draem needs torch, which the service does not: pip install 'lineinspect[train]' "
+            "(or use --method stats)"
+        ) from None
+    import onnx  # noqa: F401  # torch.onnx.export needs it; fail here with the clear message below
+
+    _check_options(options, len(good_images))  # type: ignore[arg-type]
+    if options.width < CROP_PX or options.height < CROP_PX:
+        raise TeachError(f"--size {options.width}x{options.height}: --method draem needs at least {CROP_PX} px a side")
+    started = time.monotonic_ns()
+    torch.manual_seed(options.seed)
+    torch.set_num_threads(options.threads)
+    rng = np.random.default_rng(options.seed)
+    size = (options.width, options.height)
+    images = np.stack([_gray(image, size) for _, image in read_good_images(list(good_images))])
+    order = rng.permutation(len(images))
+    n_holdout = max(3, round(len(images) * options.holdout_fraction))
+    holdout, train = images[order[:n_holdout]], images[order[n_holdout:]]
+    real = _real_defects(defects, size) if defects is not None else []
+
+    net = _unet(torch, options.base_channels)
+    steps_per_epoch = max(1, math.ceil(len(train) / BATCH))
+    total_steps = steps_per_epoch * options.epochs
+    optimiser = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=total_steps)
+    net.train()
+    # No tqdm object at all when progress is off (a disabled bar keeps tqdm's monitor thread alive).
+    with tqdm(total=total_steps, desc="training", unit="step") if options.progress else nullcontext() as bar:
+        for _ in range(total_steps):
+            x, y = _batch(rng, train, real)
+            logits = net(torch.from_numpy(x))
+            target = torch.from_numpy(y)
+            prob = torch.sigmoid(logits)
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+            dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+            loss = bce + dice
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    net.eval()
+
+    exported = _Exported(torch, net)
+    with torch.no_grad():
+        held = torch.from_numpy(holdout[:, None].astype(np.float32) / 255.0)
+        scores = np.concatenate([exported(held[i : i + BATCH])[1].numpy() for i in range(0, len(held), BATCH)])
+    calibration = _calibrate(scores, options.target_false_reject)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 1, options.height, options.width)
+    torch.onnx.export(
+        exported,
+        (dummy,),
+        str(out_dir / MODEL_FILE),
+        input_names=["input"],
+        output_names=["anomaly_map", "pred_score"],
+        dynamic_axes={"input": {0: "batch"}, "anomaly_map": {0: "batch"}, "pred_score": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    seconds = (time.monotonic_ns() - started) / 1e9
+    supervised = f", {len(real)} real defect images" if real else ""
+    card = ModelCard(
+        name=options.name,
+        description=options.description
+        or f"Defect segmentation taught from {len(images)} good images{supervised} by lineinspect teach ({METHOD}).",
+        adapter="anomaly",
+        input=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
+        anomaly=calibration,
+        sha256=file_sha256(out_dir / MODEL_FILE),
+        trained={
+            "method": METHOD,
+            "supervised": bool(real),
+            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "images": len(images),
+            "images_learned": len(train),
+            "images_held_back": len(holdout),
+            "defect_images_learned": len(real),
+            "epochs": options.epochs,
+            "steps": total_steps,
+            "threads": options.threads,
+            "target_false_reject": options.target_false_reject,
+            "held_back_scores": {
+                "median": round(float(np.median(scores)), 4),
+                "max": round(float(scores.max()), 4),
+                "over_threshold": int((scores >= calibration.image_threshold).sum()),
+            },
+            "seconds": round(seconds, 1),
+            "pretrained_weights": None,
+        },
+    )
+    write_card(card, out_dir)
+    return card
+
+
+def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def _real_defects(folder: Path, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = []
+    for item in find_defects(folder):
+        image, mask = read_labelled(item)
+        if mask is None:
+            continue  # a supervised pair needs its mask
+        pairs.append((_gray(image, size), cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)))
+    if not pairs:
+        raise TeachError(f"--defects {folder}: no defective image has a mask; supervised training needs masks")
+    return pairs
+
+
+def _batch(
+    rng: np.random.Generator, good: np.ndarray, real: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x (B,1,C,C) float32 0–1, y (B,1,C,C) float32 0/1) random crops, most with a painted defect."""
+    xs, ys = [], []
+    h, w = good.shape[1:]
+    for _ in range(BATCH):
+        top, left = int(rng.integers(0, h - CROP_PX + 1)), int(rng.integers(0, w - CROP_PX + 1))
+        window = (slice(top, top + CROP_PX), slice(left, left + CROP_PX))
+        if real and rng.random() < 1 / 3:
+            image, mask = real[int(rng.integers(len(real)))]
+            ys_, xs_ = np.nonzero(mask)
+            if len(ys_):  # centre the crop on the defect so that it is seen
+                i = int(rng.integers(len(ys_)))
+                top = int(np.clip(ys_[i] - CROP_PX // 2 + rng.integers(-20, 21), 0, h - CROP_PX))
+                left = int(np.clip(xs_[i] - CROP_PX // 2 + rng.integers(-20, 21), 0, w - CROP_PX))
+                window = (slice(top, top + CROP_PX), slice(left, left + CROP_PX))
+            crop, target = image[window].astype(np.float32), mask[window].astype(np.float32)
+        else:
+            crop = good[int(rng.integers(len(good)))][window].astype(np.float32)
+            target = np.zeros_like(crop)
+            if rng.random() < 0.75:
+                other = good[int(rng.integers(len(good)))][window].astype(np.float32)
+                crop, target = _paint_defect(rng, crop, other)
+        crop = crop * float(rng.uniform(0.8, 1.2))  # lamp and exposure drift
+        if rng.random() < 0.5:
+            crop, target = crop[:, ::-1], target[:, ::-1]
+        xs.append(np.clip(crop, 0, 255) / 255.0)
+        ys.append(target)
+    return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)[:, None].astype(np.float32)
+
+
+def _paint_defect(rng: np.random.Generator, crop: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paint one made-up defect on a (C, C) float crop; return (crop, mask 0/1)."""
+    c = crop.shape[0]
+    if rng.random() < 0.35:
+        mask = np.zeros((c, c), np.uint8)
+        points = [rng.uniform(0, c, 2)]
+        heading = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(3, 9))):
+            heading += rng.normal(0, 0.5)
+            points.append(points[-1] + rng.uniform(5, 20) * np.array([np.cos(heading), np.sin(heading)]))
+        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, int(rng.integers(1, 4)))
+    else:
+        cells = int(rng.integers(2, 8))
+        noise = cv2.resize(rng.random((cells, cells)).astype(np.float32), (c, c), interpolation=cv2.INTER_CUBIC)
+        level = np.quantile(noise, 1 - rng.uniform(0.005, 0.12))
+        mask = (noise >= level).astype(np.uint8)
+    mask_f = mask.astype(np.float32)
+    kind = rng.integers(4)
+    if kind == 0:
+        fill = crop * rng.uniform(0.2, 0.7)  # dark: holes, cracks, breaks
+    elif kind == 1:
+        fill = crop * rng.uniform(1.3, 2.0)  # bright: glare, chips
+    elif kind == 2:
+        fill = np.roll(other, (int(rng.integers(c)), int(rng.integers(c))), (0, 1)) * rng.uniform(0.5, 1.5)
+    else:
+        fill = crop.mean() + rng.normal(0, rng.uniform(10, 60), crop.shape)
+    beta = rng.uniform(0.5, 1.0)
+    soft = cv2.GaussianBlur(mask_f, (0, 0), 0.8)
+    painted = crop * (1 - beta * soft) + fill * beta * soft
+    changed = (np.abs(painted - crop) > 6) & (mask > 0)  # a defect nobody could see is not a defect
+    return painted, changed.astype(np.float32)
+
+
+def _unet(torch: Any, base: int) -> Any:
+    nn = torch.nn
+
+    def block(cin: int, cout: int) -> Any:
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+    class UNet(nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            widths = [base, base * 2, base * 4, base * 8]
+            self.down = nn.ModuleList([block(1, widths[0])] + [block(a, b) for a, b in itertools.pairwise(widths)])
+            self.up = nn.ModuleList([block(b + a, a) for a, b in itertools.pairwise(widths)])
+            self.head = nn.Conv2d(widths[0], 1, 1)
+
+        def forward(self, x: Any) -> Any:
+            # Divide by the image's own mean brightness: lamp and exposure drift do not matter.
+            x = x / (x.mean(dim=(1, 2, 3), keepdim=True) + 1e-3) - 1.0
+            skips = []
+            for i, level in enumerate(self.down):
+                x = level(x if i == 0 else nn.functional.max_pool2d(x, 2))
+                skips.append(x)
+            for i in reversed(range(len(self.up))):
+                x = nn.functional.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+                x = self.up[i](torch.cat([x, skips[i]], dim=1))
+            return self.head(x)
+
+    return UNet()
+
+
+class _Exported:
+    """The trained net with the outputs the anomaly adapter reads; also what calibration runs."""
+
+    def __new__(cls, torch: Any, net: Any) -> Any:
+        nn = torch.nn
+
+        class Outputs(nn.Module):  # type: ignore[name-defined]
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: Any) -> tuple[Any, Any]:
+                anomaly_map = torch.sigmoid(self.net(x))
+                pooled = nn.functional.avg_pool2d(anomaly_map, SCORE_POOL_PX, 1, SCORE_POOL_PX // 2)
+                return anomaly_map, pooled.amax(dim=(1, 2, 3))
+
+        return Outputs().eval()
