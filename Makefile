@@ -10,7 +10,7 @@ STATION_DIR ?= .
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench lint typecheck system-deps samples default-model clean
+.PHONY: run test bench bench-tile lint typecheck system-deps samples default-model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,8 +48,16 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Each benchmark prints ratios measured side by side in one run (absolute times drift on shared machines).
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_inspection.py
+	$(BIN)/python bench/bench_station.py
+	$(BIN)/python bench/bench_reject.py
+	$(BIN)/python bench/bench_calibration.py
+
+# Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).
+bench-tile: $(VENV)/.installed
+	$(BIN)/python bench/magnetic_tile.py
 
 # Sample parts with ground truth (committed in sample_images/) and the default model, taught
 # from 200 generated good parts (another seed, not committed) by the project's own `teach`.
