@@ -1,9 +1,17 @@
 """How well a model separates good parts from defective ones (`lineinspect evaluate`).
 
-Every image goes through `Model.infer`, the code the station runs, so the
-figures are those of production: the image score is `output.score` (0–1,
-higher = worse) and the pixel map `output.defect_map` (0–1, in the image's
-own pixels).
+Every image goes through the code the station runs (the model's
+preprocessing, its ONNX session and its adapter, as `Model.infer` chains
+them), so the decisions are those of production: the image score is
+`output.score` (0–1, higher = worse) and the pixel map `output.defect_map`
+(0–1, in the image's own pixels).
+
+The ranking figures (AUROC, ROC curve, histograms, worst cases) use the same
+scores before the anomaly adapter clips them to 0–1: an anomaly card maps its
+typical good score to 0, so clipping would tie most good parts (and most
+pixels) at 0 and make the areas say more about the card's scaling than about
+the model. The unclipped score is the adapter's own linear scaling of the
+raw output, so 0.5 is still the threshold and the order is the raw order.
 
 Figures:
 - image AUROC: rank-based (Mann–Whitney), ties count half;
@@ -31,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from lineinspect.adapters.anomaly import AnomalyAdapter, _squeeze_map
 from lineinspect.datasets import LabelledImage, read_labelled
 from lineinspect.model import Model
 from lineinspect.modelcard import ModelCard
+from lineinspect.preprocess import Geometry, preprocess
 
 REPORT_FILE = "report.json"
 REPORT_SCHEMA = "lineinspect.evaluation/1"
@@ -122,7 +132,12 @@ def decision_threshold(card: ModelCard) -> float:
 
 @dataclass(slots=True)
 class ImageRow:
-    """One evaluated image. score 0–1; iou None where there is no mask."""
+    """One evaluated image.
+
+    score: the production image score (0–1). rank_score: the same before
+    clipping (see the module docstring); equals score for non-anomaly cards.
+    iou: None where there is no mask.
+    """
 
     item: LabelledImage
     score: float
@@ -131,6 +146,7 @@ class ImageRow:
     height: int
     defect_px: int | None
     iou: float | None
+    rank_score: float = 0.0
 
 
 @dataclass(slots=True)
@@ -151,7 +167,13 @@ class Evaluation:
 
     @property
     def scores(self) -> np.ndarray:
+        """Production image scores (0–1): what the decision uses."""
         return np.array([r.score for r in self.rows], dtype=np.float64)
+
+    @property
+    def rank_scores(self) -> np.ndarray:
+        """Unclipped image scores: what the AUROC and ROC use."""
+        return np.array([r.rank_score for r in self.rows], dtype=np.float64)
 
     @property
     def defective(self) -> np.ndarray:
@@ -168,27 +190,27 @@ class Evaluation:
 
     def worst_escapes(self, count: int = WORST_SHOWN) -> list[ImageRow]:
         """Defective images with the lowest scores (those below the threshold are escapes)."""
-        return sorted((r for r in self.rows if r.item.defective), key=lambda r: r.score)[:count]
+        return sorted((r for r in self.rows if r.item.defective), key=lambda r: r.rank_score)[:count]
 
     def worst_false_rejects(self, count: int = WORST_SHOWN) -> list[ImageRow]:
         """Good images with the highest scores (those at or above the threshold are false rejects)."""
-        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: -r.score)[:count]
+        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: -r.rank_score)[:count]
 
     def report(self) -> dict[str, Any]:
-        scores, defective = self.scores, self.defective
+        scores, ranks, defective = self.scores, self.rank_scores, self.defective
         confusion = self.confusion
         times = np.array([r.infer_ms for r in self.rows])
         classes: dict[str, Any] = {}
-        good_scores = scores[~defective]
+        good_ranks = ranks[~defective]
         for name in sorted({r.item.class_name for r in self.rows if r.item.defective}):
             picked = np.array([r.item.class_name == name for r in self.rows])
-            class_scores = scores[picked]
+            class_scores, class_ranks = scores[picked], ranks[picked]
             ious = [r.iou for r in self.rows if r.item.class_name == name and r.iou is not None]
             classes[name] = {
                 "images": int(picked.sum()),
                 "recall": _round(float((class_scores >= self.threshold).mean())),
                 "image_auroc": _round(
-                    auroc(np.r_[good_scores, class_scores], np.r_[np.zeros(len(good_scores)), np.ones(picked.sum())])
+                    auroc(np.r_[good_ranks, class_ranks], np.r_[np.zeros(len(good_ranks)), np.ones(picked.sum())])
                 ),
                 "mean_iou": _round(float(np.mean(ious))) if ious else None,
             }
@@ -205,7 +227,7 @@ class Evaluation:
                 "pixel_threshold": self.pixel_threshold,
                 "rule": f"defective when the image score (0-1) >= {self.threshold:g}",
             },
-            "image_auroc": _round(auroc(scores, defective)),
+            "image_auroc": _round(auroc(ranks, defective)),
             "pixel_auroc": _round(self.pixel_auroc()),
             "pixel_iou": _round(iou(self.intersection_px, self.union_px)),
             "confusion": {
@@ -265,11 +287,17 @@ def evaluate(
     rng = np.random.default_rng(seed)
     for item in items:
         image, mask = read_labelled(item)
+        # Model.infer's steps, spelled out to keep the raw outputs for the unclipped ranking scores.
         started = time.monotonic_ns()
-        output = model.infer(image).output
+        tensor, geometry = preprocess(image, card.input)
+        raw = model.run(tensor)
+        output = model.adapter.decode(raw, geometry)
         infer_ms = (time.monotonic_ns() - started) / 1e6
+        rank_score, rank_map = unclipped_scores(model, raw, geometry, output.score, output.defect_map)
         h, w = image.shape[:2]
-        row = ImageRow(item, float(output.score), infer_ms, w, h, None if mask is None else int(mask.sum()), None)
+        row = ImageRow(
+            item, float(output.score), infer_ms, w, h, None if mask is None else int(mask.sum()), None, rank_score
+        )
         if mask is None:
             result.without_mask += 1
         elif output.defect_map is not None:
@@ -280,7 +308,7 @@ def evaluate(
             result.union_px += union
             if item.defective:
                 row.iou = iou(inter, union) if union else 1.0
-            flat = defect_map.reshape(-1)
+            flat = (rank_map if rank_map is not None else defect_map).reshape(-1)
             if flat.size > PIXEL_SAMPLE_ALL_BELOW:
                 picked = rng.choice(flat.size, size=max(1, round(flat.size * PIXEL_SAMPLE_SHARE)), replace=False)
             else:
@@ -291,6 +319,37 @@ def evaluate(
         if on_image is not None:
             on_image(row)
     return result
+
+
+def unclipped_scores(
+    model: Model,
+    raw: dict[str, np.ndarray],
+    geometry: Geometry,
+    score: float,
+    defect_map: np.ndarray | None,
+) -> tuple[float, np.ndarray | None]:
+    """(image score, (H, W) pixel map) on the adapter's scale but not clipped to 0–1.
+
+    Only the anomaly adapter clips; other adapters' scores come back as they are.
+    """
+    adapter = model.adapter
+    if not isinstance(adapter, AnomalyAdapter):
+        return score, defect_map
+    cal = adapter.cal
+    span = cal.score_max - cal.score_min
+    raw_map = None
+    if adapter.map_name is not None:
+        raw_map = _squeeze_map(raw[adapter.map_name], adapter.map_name)
+    if adapter.score_name is not None:
+        raw_score = float(np.asarray(raw[adapter.score_name]).reshape(-1)[0])
+    elif raw_map is not None:
+        raw_score = float(raw_map.max())
+    else:
+        return score, defect_map  # a mask-only export has nothing finer than its mask
+    pixel_map = None
+    if raw_map is not None:
+        pixel_map = (geometry.map_to_image(raw_map) - cal.pixel_threshold) / span + 0.5
+    return (raw_score - cal.image_threshold) / span + 0.5, pixel_map
 
 
 def write_report(evaluation: Evaluation, out_dir: Path) -> Path:
@@ -305,6 +364,7 @@ def _row_json(row: ImageRow) -> dict[str, Any]:
         "file": str(row.item.path),
         "class": row.item.class_name,
         "score": _round(row.score),
+        "score_unclipped": _round(row.rank_score),
         "size": f"{row.width}x{row.height}",
         "defect_px": row.defect_px,
         "iou": _round(row.iou),

@@ -13,6 +13,7 @@ from lineinspect.cli import main
 from lineinspect.datasets import DatasetError, LabelledImage, find_defects, find_good, read_labelled
 from lineinspect.evaluate import Confusion, auroc, evaluate, roc_curve
 from lineinspect.model import Model, RuntimeOptions
+from lineinspect.modelcard import load_card, write_card
 from lineinspect.synthetic import write_sample_set
 from tests.helpers.graphs import brightness_anomaly
 
@@ -210,6 +211,33 @@ def test_defective_image_without_mask_counts_for_image_figures_only(tmp_path: Pa
     assert report["images"]["defective_without_mask"] == 1
     assert report["image_auroc"] == 1.0
     assert report["pixel_auroc"] is None  # only good pixels have truth: the area is undefined
+
+
+def test_auroc_ranks_scores_the_anomaly_adapter_clips_to_zero(tmp_path: Path, bright_model: Path) -> None:
+    # A card whose typical good score (score_min) lies above every image here: production scores
+    # are all clipped to 0, yet the raw map still tells the dim blobs from the plain plates.
+    card = load_card(bright_model)
+    assert card.anomaly is not None
+    card.anomaly = card.anomaly.model_copy(
+        update={"image_threshold": 0.75, "pixel_threshold": 0.75, "score_min": 0.5, "score_max": 1.0}
+    )
+    write_card(card, bright_model)
+    for i in range(3):
+        _write(tmp_path / "good" / f"g{i}.png", _plate(64, 64, colour=False))
+        image = _plate(64, 64, colour=False)
+        mask = np.zeros((64, 64), np.uint8)
+        cv2.circle(mask, (32, 32), 6 + 2 * i, 255, cv2.FILLED)
+        image[mask > 0] = 100  # raw 0.39: under score_min, so 0 once clipped
+        _write(tmp_path / "defects" / "dim" / f"d{i}.png", image)
+        _write(tmp_path / "defects" / "dim" / f"d{i}_mask.png", mask)
+    model = Model.load(bright_model, RuntimeOptions(intra_op_threads=1))
+    result = evaluate(model, find_good(tmp_path / "good") + find_defects(tmp_path / "defects"))
+    report = result.report()
+    assert set(result.scores.tolist()) == {0.0}  # what the station sees: every part passes
+    assert report["confusion"]["escape"] == 3
+    assert report["image_auroc"] == 1.0  # ranked on the unclipped scores
+    assert report["pixel_auroc"] > 0.95
+    assert all(r["score_unclipped"] < 0 for r in report["rows"])
 
 
 # --- the command ---------------------------------------------------------------------
