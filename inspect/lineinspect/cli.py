@@ -564,6 +564,48 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def cmd_retune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lineinspect.assemble import model_dir
+    from lineinspect.config import station_dir_from
+    from lineinspect.errors import ModelError
+    from lineinspect.model import Model, RuntimeOptions
+    from lineinspect.retune import retune, save
+
+    given = Path(args.model)
+    folder = given if given.is_dir() else model_dir(station_dir_from(args.station_dir), args.model)
+    if not folder.is_dir():
+        raise ModelError(
+            f"--model {args.model}: neither a model folder nor {folder}; "
+            "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
+        )
+    model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))
+    retuned = retune(model, Path(args.good), args.target_false_reject)
+    print(retuned.summary())
+    if args.dry_run:
+        print("dry run: the card was not changed")
+    else:
+        print(f"thresholds written to {save(retuned, folder)} (model.onnx unchanged)")
+    return EXIT_OK
+
+
+def add_retune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retune",
+        help="set a model's thresholds from good parts at a target false-reject rate, in its card only",
+        description="Runs the model on good parts it did not learn from and writes the threshold that at most "
+        "--target-false-reject of them reach into model.yaml. model.onnx is not touched.",
+    )
+    p.add_argument("--model", required=True, help="model folder, or a model name under the station's models/")
+    p.add_argument("--good", required=True, help="folder of images of good parts the model did not learn from")
+    p.add_argument("--target-false-reject", type=float, default=0.005, help="share of good parts that may be rejected")
+    p.add_argument("--dry-run", action="store_true", help="print the new thresholds, do not write the card")
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (default 0: its choice)")
+    p.set_defaults(func=cmd_retune)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_schema,
     add_serve,
@@ -573,6 +615,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_teach,
     add_calibrate,
     add_evaluate,
+    add_retune,
 ]
 
 

@@ -19,12 +19,13 @@ Figures:
   random subsample of each image's pixels (the same share of every image);
 - IoU at the pixel threshold: Σ|predicted ∧ true| / Σ|predicted ∨ true| over
   the same images (a region on a good part adds to the union);
-- the confusion matrix at the card's decision threshold: an image is called
-  defective when its score ≥ the threshold (0.5 for anomaly cards, where the
-  adapter puts the card's raw threshold at 0.5; the card's `thresholds` for
-  other adapters); from it the false-reject rate (good called defective / good)
-  and the escape rate (defective called good / defective);
-- per defect class: count, recall at the threshold, AUROC against all good images;
+- the confusion matrix at the card's thresholds: an image is called defective
+  when the station would reject it under a recipe with no rules of its own
+  (`recipe.decide`: any defect the adapter reports at or above the card's
+  threshold; for anomaly cards a map pixel at or above `pixel_threshold`);
+  from it the false-reject rate (good called defective / good) and the escape
+  rate (defective called good / defective);
+- per defect class: count, recall at the card's thresholds, AUROC against all good images;
 - model time per image (preprocess + ONNX + adapter), median and mean.
 """
 
@@ -44,6 +45,7 @@ from lineinspect.datasets import LabelledImage, read_labelled
 from lineinspect.model import Model
 from lineinspect.modelcard import ModelCard
 from lineinspect.preprocess import Geometry, preprocess
+from lineinspect.recipe import Recipe, Verdict, decide
 
 REPORT_FILE = "report.json"
 REPORT_SCHEMA = "lineinspect.evaluation/1"
@@ -98,7 +100,12 @@ class Confusion:
 
     @classmethod
     def at(cls, scores: np.ndarray, defective: np.ndarray, threshold: float) -> Confusion:
-        called = np.asarray(scores) >= threshold
+        return cls.of(np.asarray(scores) >= threshold, defective)
+
+    @classmethod
+    def of(cls, called: np.ndarray, defective: np.ndarray) -> Confusion:
+        """called: (n,) bool, the image was called defective; defective: (n,) bool, the truth."""
+        called = np.asarray(called, dtype=bool)
         y = np.asarray(defective, dtype=bool)
         return cls(
             true_reject=int((called & y).sum()),
@@ -136,7 +143,7 @@ class ImageRow:
 
     score: the production image score (0–1). rank_score: the same before
     clipping (see the module docstring); equals score for non-anomaly cards.
-    iou: None where there is no mask.
+    iou: None where there is no mask. rejected: the station's verdict would be fail.
     """
 
     item: LabelledImage
@@ -147,6 +154,7 @@ class ImageRow:
     defect_px: int | None
     iou: float | None
     rank_score: float = 0.0
+    rejected: bool = False
 
 
 @dataclass(slots=True)
@@ -180,8 +188,13 @@ class Evaluation:
         return np.array([r.item.defective for r in self.rows], dtype=bool)
 
     @property
+    def rejected(self) -> np.ndarray:
+        """(n,) bool: the station would reject the image."""
+        return np.array([r.rejected for r in self.rows], dtype=bool)
+
+    @property
     def confusion(self) -> Confusion:
-        return Confusion.at(self.scores, self.defective, self.threshold)
+        return Confusion.of(self.rejected, self.defective)
 
     def pixel_auroc(self) -> float | None:
         if not self.pixel_scores:
@@ -197,18 +210,18 @@ class Evaluation:
         return sorted((r for r in self.rows if not r.item.defective), key=lambda r: -r.rank_score)[:count]
 
     def report(self) -> dict[str, Any]:
-        scores, ranks, defective = self.scores, self.rank_scores, self.defective
+        ranks, defective = self.rank_scores, self.defective
         confusion = self.confusion
         times = np.array([r.infer_ms for r in self.rows])
         classes: dict[str, Any] = {}
         good_ranks = ranks[~defective]
         for name in sorted({r.item.class_name for r in self.rows if r.item.defective}):
             picked = np.array([r.item.class_name == name for r in self.rows])
-            class_scores, class_ranks = scores[picked], ranks[picked]
+            class_ranks = ranks[picked]
             ious = [r.iou for r in self.rows if r.item.class_name == name and r.iou is not None]
             classes[name] = {
                 "images": int(picked.sum()),
-                "recall": _round(float((class_scores >= self.threshold).mean())),
+                "recall": _round(float(self.rejected[picked].mean())),
                 "image_auroc": _round(
                     auroc(np.r_[good_ranks, class_ranks], np.r_[np.zeros(len(good_ranks)), np.ones(picked.sum())])
                 ),
@@ -225,7 +238,8 @@ class Evaluation:
             "decision": {
                 "image_threshold": self.threshold,
                 "pixel_threshold": self.pixel_threshold,
-                "rule": f"defective when the image score (0-1) >= {self.threshold:g}",
+                "rule": "defective when the station would reject it with a recipe of no rules of its own: "
+                f"a reported defect scoring >= {self.pixel_threshold:g} (image score threshold {self.threshold:g})",
             },
             "image_auroc": _round(auroc(ranks, defective)),
             "pixel_auroc": _round(self.pixel_auroc()),
@@ -255,7 +269,7 @@ class Evaluation:
             f"{r['model']['name']}: {r['images']['good']} good, {r['images']['defective']} defective images",
             f"  image AUROC {_fmt(r['image_auroc'])}   pixel AUROC {_fmt(r['pixel_auroc'])}   "
             f"IoU@{self.pixel_threshold:g} {_fmt(r['pixel_iou'])}",
-            f"  at score >= {self.threshold:g}: false rejects {c['false_reject']}/{r['images']['good']} "
+            f"  at the card's thresholds: false rejects {c['false_reject']}/{r['images']['good']} "
             f"({_pct(r['false_reject_rate'])}), escapes {c['escape']}/{r['images']['defective']} "
             f"({_pct(r['escape_rate'])})",
         ]
@@ -285,6 +299,7 @@ def evaluate(
         pixel_threshold=card.threshold_for(card.labels[0] if card.labels else "anomaly"),
     )
     rng = np.random.default_rng(seed)
+    recipe = Recipe(id=f"{card.name}-evaluate", model=card.name)
     for item in items:
         image, mask = read_labelled(item)
         # Model.infer's steps, spelled out to keep the raw outputs for the unclipped ranking scores.
@@ -298,6 +313,7 @@ def evaluate(
         row = ImageRow(
             item, float(output.score), infer_ms, w, h, None if mask is None else int(mask.sum()), None, rank_score
         )
+        row.rejected = decide(output.defects, output.score, recipe, card.thresholds).verdict == Verdict.FAIL
         if mask is None:
             result.without_mask += 1
         elif output.defect_map is not None:
@@ -365,6 +381,7 @@ def _row_json(row: ImageRow) -> dict[str, Any]:
         "class": row.item.class_name,
         "score": _round(row.score),
         "score_unclipped": _round(row.rank_score),
+        "rejected": row.rejected,
         "size": f"{row.width}x{row.height}",
         "defect_px": row.defect_px,
         "iou": _round(row.iou),
