@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shlex
 import sys
 import tempfile
@@ -56,6 +58,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {list(METHODS)}")
     parser.add_argument("--work", help="folder for models and reports (default: a temporary folder)")
     parser.add_argument("--teach-args", default="", help="extra arguments for every teach run, e.g. '--epochs 4'")
+    parser.add_argument("--results", help="also write the figures, commands and timings to this JSON file")
     args = parser.parse_args()
 
     data = Path(args.data)
@@ -80,14 +83,27 @@ def main() -> int:
         for name, counts in counts_by_folder.items():
             print(f"  {name:14} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         lines = []
+        results: dict[str, object] = {}
         for method in methods:
-            lines.append(run_method(method, folders, work, shlex.split(args.teach_args)))
+            line, figures = run_method(method, folders, work, shlex.split(args.teach_args))
+            lines.append(line)
+            results[method] = figures
         print()
         header = ("method", "img AUROC", "px AUROC", "IoU", "FRR", "escape", "train s", "ms/img")
         print(f"{header[0]:18} " + " ".join(f"{h:>9}" for h in header[1:]))
         for line in lines:
             print(line)
         print("anchors (ImageNet-pretrained): DifferNet 0.977, PatchCore 0.979 image AUROC")
+        if args.results:
+            summary = {
+                "dataset": f"Magnetic Tile Defect ({CITATION})",
+                "split": {"train_batches": train_batches, "test_batches": test_batches, "images": counts_by_folder},
+                "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+                "anchors_image_auroc_imagenet_pretrained": {"DifferNet": 0.977, "PatchCore": 0.979},
+                "methods": results,
+            }
+            Path(args.results).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+            print(f"figures written to {args.results}")
     return 0
 
 
@@ -116,7 +132,10 @@ def link_split(
     return paths
 
 
-def run_method(method: str, folders: dict[str, object], work: Path, teach_args: list[str]) -> str:
+def run_method(
+    method: str, folders: dict[str, object], work: Path, teach_args: list[str]
+) -> tuple[str, dict[str, object]]:
+    """Teach and evaluate one method: (the table line, its figures for --results)."""
     model = work / "models" / f"magnetic-tile-{method}"
     teach = ["teach", "--good", str(folders["train_good"]), "--out", str(model), *METHODS[method], *teach_args]
     if method in SUPERVISED:
@@ -129,16 +148,28 @@ def run_method(method: str, folders: dict[str, object], work: Path, teach_args: 
     print(f"\n== {method}\n$ lineinspect {shlex.join(teach)}", flush=True)
     started = time.monotonic_ns()
     if lineinspect(teach) != 0:
-        return f"{method:18} teach failed"
+        return f"{method:18} teach failed", {"failed": "teach", "teach": shlex.join(["lineinspect", *teach])}
     train_s = (time.monotonic_ns() - started) / 1e9
     print(f"$ lineinspect {shlex.join(evaluate)}", flush=True)
     if lineinspect(evaluate) != 0:
-        return f"{method:18} evaluate failed"
+        failed = {"failed": "evaluate", "evaluate": shlex.join(["lineinspect", *evaluate])}
+        return f"{method:18} evaluate failed", failed
     r = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    figures: dict[str, object] = {
+        "supervised": method in SUPERVISED,
+        "teach": shlex.join(["lineinspect", *teach]),
+        "evaluate": shlex.join(["lineinspect", *evaluate]),
+        "train_seconds": round(train_s, 1),
+        **{k: r[k] for k in ("image_auroc", "pixel_auroc", "pixel_iou", "false_reject_rate", "escape_rate")},
+        "confusion": r["confusion"],
+        "ms_per_image": r["ms_per_image"],
+        "classes": {name: {"images": c["images"], "image_auroc": c["image_auroc"], "recall": c["recall"]}
+                    for name, c in r["classes"].items()},
+    }  # fmt: skip
     return (
         f"{method:18} {_f(r['image_auroc']):>9} {_f(r['pixel_auroc']):>9} {_f(r['pixel_iou'], 3):>9} "
         f"{_p(r['false_reject_rate']):>9} {_p(r['escape_rate']):>9} {train_s:9.1f} {r['ms_per_image']['median']:9.1f}"
-    )
+    ), figures
 
 
 def _f(value: float | None, digits: int = 4) -> str:
