@@ -155,10 +155,16 @@ def run_method(
         failed = {"failed": "evaluate", "evaluate": shlex.join(["lineinspect", *evaluate])}
         return f"{method:18} evaluate failed", failed
     r = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    split_root = str(Path(str(folders["train_good"])).parent)
+
+    def portable(argv: list[str]) -> str:
+        """The command with the temporary folders named $SPLIT (link_split's folders) and $WORK."""
+        return shlex.join(["lineinspect", *argv]).replace(split_root, "$SPLIT").replace(str(work), "$WORK")
+
     figures: dict[str, object] = {
         "supervised": method in SUPERVISED,
-        "teach": shlex.join(["lineinspect", *teach]),
-        "evaluate": shlex.join(["lineinspect", *evaluate]),
+        "teach": portable(teach),
+        "evaluate": portable(evaluate),
         "train_seconds": round(train_s, 1),
         **{k: r[k] for k in ("image_auroc", "pixel_auroc", "pixel_iou", "false_reject_rate", "escape_rate")},
         "confusion": r["confusion"],
