@@ -95,7 +95,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
     if args.method == "patchknn":
         from lineinspect.teach.patchknn import PatchOptions, teach_patchknn
 
-        card = teach_patchknn(good, out, PatchOptions(teach=options))
+        patch = PatchOptions(teach=options, position_weight=args.position_weight, ignore_border_px=args.ignore_border)
+        card = teach_patchknn(good, out, patch)
     else:
         card = teach_anomaly(good, out, options)
     assert card.anomaly is not None
@@ -133,6 +134,18 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--defects", help="draem: folder of defective images with masks to learn from as well (supervised)")
     p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
+    p.add_argument(
+        "--position-weight",
+        type=float,
+        default=1.0,
+        help="patchknn: how much a patch's place in the image counts (0: anywhere is fine; default 1)",
+    )
+    p.add_argument(
+        "--ignore-border",
+        type=int,
+        default=0,
+        help="patchknn: px band along the input's edges never flagged (default 0)",
+    )
     p.set_defaults(func=cmd_teach)
 
 

@@ -93,3 +93,16 @@ def test_teach_cli_refuses_defects_for_patchknn(tmp_path: Path, capsys: pytest.C
     args = ["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"), "--method", "patchknn"]
     assert main([*args, "--defects", str(tmp_path)]) == 2
     assert "the patchknn method learns from good images only" in capsys.readouterr().err
+
+
+def test_patchknn_graph_scores_the_ignored_border_band_zero() -> None:
+    from lineinspect.modelcard import InputSpec
+    from lineinspect.teach.patchknn import FEATURE_COUNT, patchknn_graph, run, session
+
+    spec = InputSpec(width=64, height=48, color="GRAY", layout="NCHW", resize="stretch")
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(32, FEATURE_COUNT)).astype(np.float32)
+    model = patchknn_graph(spec, np.zeros(FEATURE_COUNT), np.ones(FEATURE_COUNT), bank, ignore_border_px=8)
+    maps, scores = run(session(model, threads=1), rng.random((2, 1, 48, 64), dtype=np.float32))
+    assert maps.shape == (2, 48, 64) and (maps[:, :4] == 0).all() and (maps[:, :, -4:] == 0).all()
+    assert (maps[:, 20:28, 24:40] > 0).all() and np.allclose(scores, maps.reshape(2, -1).max(axis=1), rtol=0.05)
