@@ -267,7 +267,11 @@ def _blobs(parts: GraphParts, x: str, sigma: float) -> list[str]:
 
 
 def patchknn_graph(
-    spec: InputSpec, mean: np.ndarray, std: np.ndarray, bank: np.ndarray, ignore_border_px: int = 0
+    spec: InputSpec,
+    mean: np.ndarray,
+    std: np.ndarray,
+    bank: np.ndarray,
+    ignore_border_px: int = 0,
 ) -> onnx.ModelProto:
     """input [N,1,H,W] → anomaly_map [N,1,H,W], pred_score [N] (raw distances in std units)."""
     parts = GraphParts()
@@ -278,15 +282,7 @@ def patchknn_graph(
     z = parts.op("Mul", [parts.op("Sub", [features, shift]), scale])
     flat = parts.op("Reshape", [z, parts.constant("flat", np.array([0, FEATURE_COUNT, -1], np.int64))])
     rows = parts.op("Transpose", [flat], perm=[0, 2, 1])  # [N, P, D]
-    stored = parts.constant("memory_bank_t", np.ascontiguousarray(bank.T).astype(np.float16))
-    bank_t = parts.op("Cast", [stored], to=TensorProto.FLOAT)  # [D, K]
-    bank_sq = parts.constant("memory_bank_sq", np.einsum("ij,ij->i", bank, bank).astype(np.float32)[None, None])
-    two = parts.constant("two", np.array(2.0, np.float32))
-    cross = parts.op("Mul", [parts.op("MatMul", [rows, bank_t]), two])
-    row_sq = parts.op("ReduceSum", [parts.op("Mul", [rows, rows]), parts.constant("ax2", np.array([2], np.int64))])
-    d2 = parts.op("ReduceMin", [parts.op("Sub", [bank_sq, cross])], axes=[2], keepdims=1)  # [N, P, 1]
-    zero = parts.constant("zero_d", np.array(0.0, np.float32))
-    distance = parts.op("Sqrt", [parts.op("Max", [parts.op("Add", [d2, row_sq]), zero])])
+    distance = _nearest(parts, rows, bank, "memory_bank")
     cell_map = parts.op("Reshape", [distance, parts.constant("map_shape", np.array([-1, 1, h, w], np.int64))])
     smoothed = parts.blur(cell_map, MAP_SIGMA_CELLS, 1)
     if ignore_border_px > 0:
@@ -300,6 +296,19 @@ def patchknn_graph(
     parts.nodes.append(helper.make_node("Resize", [smoothed, "", "", sizes], ["anomaly_map"], mode="linear"))
     parts.nodes.append(helper.make_node("ReduceMax", [smoothed], ["pred_score"], axes=[1, 2, 3], keepdims=0))
     return _model(parts, spec, {"anomaly_map": 1, "pred_score": 0})
+
+
+def _nearest(parts: GraphParts, rows: str, bank: np.ndarray, stem: str) -> str:
+    """rows [N, P, D] → [N, P, 1] Euclidean distance to the nearest bank row: ||x||² − 2 x·M + ||M||²."""
+    stored = parts.constant(f"{stem}_t", np.ascontiguousarray(bank.T).astype(np.float16))
+    bank_t = parts.op("Cast", [stored], to=TensorProto.FLOAT)  # [D, K]
+    bank_sq = parts.constant(f"{stem}_sq", np.einsum("ij,ij->i", bank, bank).astype(np.float32)[None, None])
+    two = parts.constant("two", np.array(2.0, np.float32))
+    cross = parts.op("Mul", [parts.op("MatMul", [rows, bank_t]), two])
+    row_sq = parts.op("ReduceSum", [parts.op("Mul", [rows, rows]), parts.constant("ax2", np.array([2], np.int64))])
+    d2 = parts.op("ReduceMin", [parts.op("Sub", [bank_sq, cross])], axes=[2], keepdims=1)
+    zero = parts.constant("zero_d", np.array(0.0, np.float32))
+    return parts.op("Sqrt", [parts.op("Max", [parts.op("Add", [d2, row_sq]), zero])])
 
 
 def _model(parts: GraphParts, spec: InputSpec, outputs: dict[str, int]) -> onnx.ModelProto:
