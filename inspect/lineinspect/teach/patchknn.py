@@ -22,14 +22,14 @@ defect when no patch of any good image looks like it, wherever that was.
    from 0.62 (weight 0: fully translation invariant) to 0.70 (8) and 0.72 (16).
    Their borders (dark background, glare) gave most false alarms; ignoring a
    16 px band (`ignore_border_px`) took the subset to 0.80; on the full batch
-   split, weight 32 and a 24 px band give 0.79 (bench/magnetic_tile.py).
+   split, weight 32 and a 24 px band give 0.80 (bench/magnetic_tile.py).
 4. The patches of the good images are standardised (global mean and std per
    number) and thinned to a memory bank by greedy k-centre selection (a
    coreset: every good patch has a bank patch close to it), stored in the
    graph in float16.
 5. At run time each patch's score is its distance to the nearest bank patch,
    computed in the graph as ||x||² − 2 x·M + ||M||² (one MatMul and a
-   ReduceMin); the map is smoothed (σ 1 cell) and resized to the input; the
+   ReduceMin); the map is smoothed (σ 2 cells) and resized to the input; the
    image score is the map's maximum. Both raw (outputs `anomaly_map`
    [1,1,H,W] and `pred_score` [1]).
 6. Thresholds come from held-back good images exactly as for the statistics
@@ -71,7 +71,7 @@ CELL_PX = 4
 FEATURE_COUNT = 7 + 7 + 2
 PAD_PX = 3 * 8 + 2  # the widest blur's radius (σ 8) and a derivative's, mirrored at the border
 BATCH = 8
-MAP_SIGMA_CELLS = 1.0
+MAP_SIGMA_CELLS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
