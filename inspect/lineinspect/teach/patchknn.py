@@ -29,7 +29,7 @@ defect when no patch of any good image looks like it, wherever that was.
    graph in float16.
 5. At run time each patch's score is its distance to the nearest bank patch,
    computed in the graph as ||x||² − 2 x·M + ||M||² (one MatMul and a
-   ReduceMin); the map is smoothed (σ 2 cells) and resized to the input; the
+   ReduceMin); the map is smoothed (σ 1/32 of the shorter side) and resized to the input; the
    image score is the map's maximum. Both raw (outputs `anomaly_map`
    [1,1,H,W] and `pred_score` [1]).
 6. Thresholds come from held-back good images exactly as for the statistics
@@ -71,7 +71,8 @@ CELL_PX = 4
 FEATURE_COUNT = 7 + 7 + 2
 PAD_PX = 3 * 8 + 2  # the widest blur's radius (σ 8) and a derivative's, mirrored at the border
 BATCH = 8
-MAP_SIGMA_CELLS = 2.0
+# The map is smoothed over 1/32 of the input's shorter side (2 cells at 256 px), at least 1 cell.
+MAP_SIGMA_OF_SIDE = 1 / 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +291,7 @@ def patchknn_graph(
     rows = parts.op("Transpose", [flat], perm=[0, 2, 1])  # [N, P, D]
     distance = _nearest(parts, rows, bank, "memory_bank")
     cell_map = parts.op("Reshape", [distance, parts.constant("map_shape", np.array([-1, 1, h, w], np.int64))])
-    smoothed = parts.blur(cell_map, MAP_SIGMA_CELLS, 1)
+    smoothed = parts.blur(cell_map, max(1.0, MAP_SIGMA_OF_SIDE * min(h, w)), 1)
     if ignore_border_px > 0:
         # A band along the image's edges scores 0 (as good as can be), in the map and the score alike.
         inside = np.zeros((1, 1, h, w), np.float32)
