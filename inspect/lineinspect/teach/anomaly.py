@@ -104,7 +104,7 @@ def teach_anomaly(good_images: Sequence[Path], out_dir: Path, options: TeachOpti
     model = _anomaly_graph(spec, mean, std)
     session = _session(model)
     scores = _run(session, tensors[holdout])[1]
-    calibration = _calibrate(scores, options.target_false_reject)
+    calibration = calibrate_thresholds(scores, options.target_false_reject)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_dir / MODEL_FILE))
@@ -257,7 +257,7 @@ def _run(session: ort.InferenceSession, tensors: np.ndarray) -> tuple[np.ndarray
     return np.concatenate(maps), np.concatenate(scores)
 
 
-def _calibrate(scores: np.ndarray, target_false_reject: float) -> AnomalyCalibration:
+def calibrate_thresholds(scores: np.ndarray, target_false_reject: float) -> AnomalyCalibration:
     """Thresholds from the held-back good scores (see the module docstring, step 5)."""
     median = float(np.median(scores))
     empirical = float(np.quantile(scores, 1.0 - target_false_reject))

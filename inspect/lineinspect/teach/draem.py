@@ -18,7 +18,7 @@ ones:
 4. Export (ONNX opset 17): `anomaly_map` [N,1,H,W] = defect probability and
    `pred_score` [N] = the largest 9x9 average of the map, for the `anomaly`
    adapter. Thresholds come from held-back good images at the target
-   false-reject rate, as for the stats method (`anomaly._calibrate`).
+   false-reject rate, as for the stats method (`anomaly.calibrate_thresholds`).
 
 Needs torch (the `train` extra); the exported model needs only onnxruntime.
 """
@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from lineinspect.datasets import find_defects, read_labelled
 from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard, file_sha256, write_card
-from lineinspect.teach.anomaly import _calibrate, _check_options
+from lineinspect.teach.anomaly import _check_options, calibrate_thresholds
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
 METHOD = "draem-style segmentation v1"
@@ -122,7 +122,7 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
     with torch.no_grad():
         held = torch.from_numpy(holdout[:, None].astype(np.float32) / 255.0)
         scores = np.concatenate([exported(held[i : i + BATCH])[1].numpy() for i in range(0, len(held), BATCH)])
-    calibration = _calibrate(scores, options.target_false_reject)
+    calibration = calibrate_thresholds(scores, options.target_false_reject)
     out_dir.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 1, options.height, options.width)
     torch.onnx.export(
