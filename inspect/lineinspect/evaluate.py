@@ -131,6 +131,7 @@ class ImageRow:
     height: int
     defect_px: int | None
     iou: float | None
+    rank: float | None = None  # what AUROC ranks by (unclipped score where known); None: `score`
 
 
 @dataclass(slots=True)
@@ -154,6 +155,11 @@ class Evaluation:
         return np.array([r.score for r in self.rows], dtype=np.float64)
 
     @property
+    def ranks(self) -> np.ndarray:
+        """What AUROC ranks by: the unclipped score where the adapter gives one, else the score."""
+        return np.array([r.score if r.rank is None else r.rank for r in self.rows], dtype=np.float64)
+
+    @property
     def defective(self) -> np.ndarray:
         return np.array([r.item.defective for r in self.rows], dtype=bool)
 
@@ -168,27 +174,31 @@ class Evaluation:
 
     def worst_escapes(self, count: int = WORST_SHOWN) -> list[ImageRow]:
         """Defective images with the lowest scores (those below the threshold are escapes)."""
-        return sorted((r for r in self.rows if r.item.defective), key=lambda r: r.score)[:count]
+        return sorted((r for r in self.rows if r.item.defective), key=lambda r: (r.score, r.rank or 0.0))[:count]
 
     def worst_false_rejects(self, count: int = WORST_SHOWN) -> list[ImageRow]:
         """Good images with the highest scores (those at or above the threshold are false rejects)."""
-        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: -r.score)[:count]
+        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: (-r.score, -(r.rank or 0.0)))[
+            :count
+        ]
 
     def report(self) -> dict[str, Any]:
         scores, defective = self.scores, self.defective
         confusion = self.confusion
         times = np.array([r.infer_ms for r in self.rows])
         classes: dict[str, Any] = {}
-        good_scores = scores[~defective]
+        ranks = self.ranks
+        good_ranks = ranks[~defective]
         for name in sorted({r.item.class_name for r in self.rows if r.item.defective}):
             picked = np.array([r.item.class_name == name for r in self.rows])
             class_scores = scores[picked]
+            class_ranks = ranks[picked]
             ious = [r.iou for r in self.rows if r.item.class_name == name and r.iou is not None]
             classes[name] = {
                 "images": int(picked.sum()),
                 "recall": _round(float((class_scores >= self.threshold).mean())),
                 "image_auroc": _round(
-                    auroc(np.r_[good_scores, class_scores], np.r_[np.zeros(len(good_scores)), np.ones(picked.sum())])
+                    auroc(np.r_[good_ranks, class_ranks], np.r_[np.zeros(len(good_ranks)), np.ones(picked.sum())])
                 ),
                 "mean_iou": _round(float(np.mean(ious))) if ious else None,
             }
@@ -205,7 +215,7 @@ class Evaluation:
                 "pixel_threshold": self.pixel_threshold,
                 "rule": f"defective when the image score (0-1) >= {self.threshold:g}",
             },
-            "image_auroc": _round(auroc(scores, defective)),
+            "image_auroc": _round(auroc(ranks, defective)),
             "pixel_auroc": _round(self.pixel_auroc()),
             "pixel_iou": _round(iou(self.intersection_px, self.union_px)),
             "confusion": {
@@ -266,10 +276,15 @@ def evaluate(
     for item in items:
         image, mask = read_labelled(item)
         started = time.monotonic_ns()
-        output = model.infer(image).output
+        inference = model.infer(image)
         infer_ms = (time.monotonic_ns() - started) / 1e6
+        output = inference.output
         h, w = image.shape[:2]
+        # Rank by the unclipped values where the adapter has them: clipping to 0–1 makes ties
+        # of every clearly good image (and pixel), which would understate AUROC.
+        rank = output.raw_score if output.raw_score is not None else output.score
         row = ImageRow(item, float(output.score), infer_ms, w, h, None if mask is None else int(mask.sum()), None)
+        row.rank = float(rank)
         if mask is None:
             result.without_mask += 1
         elif output.defect_map is not None:
@@ -280,7 +295,8 @@ def evaluate(
             result.union_px += union
             if item.defective:
                 row.iou = iou(inter, union) if union else 1.0
-            flat = defect_map.reshape(-1)
+            ranking_map = defect_map if output.raw_map is None else inference.geometry.map_to_image(output.raw_map)
+            flat = ranking_map.reshape(-1)
             if flat.size > PIXEL_SAMPLE_ALL_BELOW:
                 picked = rng.choice(flat.size, size=max(1, round(flat.size * PIXEL_SAMPLE_SHARE)), replace=False)
             else:

@@ -56,9 +56,9 @@ def write_plots(evaluation: Evaluation, model: Model, out_dir: Path) -> list[Pat
 def roc_plot(evaluation: Evaluation, size_px: int = 480) -> np.ndarray:
     """(size, size, 3) BGR: TPR over FPR, the chance diagonal, the operating point."""
     canvas, to_px = _axes(size_px, size_px, "false-reject rate (good called defective)", "defect recall")
-    scores, defective = evaluation.scores, evaluation.defective
+    ranks, defective = evaluation.ranks, evaluation.defective
     if defective.any() and (~defective).any():
-        fpr, tpr = roc_curve(scores, defective)
+        fpr, tpr = roc_curve(ranks, defective)
         cv2.line(canvas, to_px(0, 0), to_px(1, 1), GRID, 1, cv2.LINE_AA)
         points = np.array([to_px(x, y) for x, y in zip(fpr, tpr, strict=True)], np.int32)
         cv2.polylines(canvas, [points], False, CURVE_COLOUR, 2, cv2.LINE_AA)
@@ -66,7 +66,7 @@ def roc_plot(evaluation: Evaluation, size_px: int = 480) -> np.ndarray:
         x, y = c.false_reject_rate or 0.0, 1.0 - (c.escape_rate or 0.0)
         cv2.circle(canvas, to_px(x, y), 6, DEFECT_COLOUR, 2, cv2.LINE_AA)
         _text(canvas, f"threshold {evaluation.threshold:g}", (to_px(x, y)[0] + 10, to_px(x, y)[1] + 20))
-        _text(canvas, f"image AUROC {auroc(scores, defective):.4f}", (70, 30), scale=0.6)
+        _text(canvas, f"image AUROC {auroc(ranks, defective):.4f}", (70, 30), scale=0.6)
     else:
         _text(canvas, "ROC needs good and defective images", (70, 30), scale=0.5)
     return canvas
