@@ -39,7 +39,6 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from tqdm import tqdm
 
-from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
 from lineinspect.preprocess import preprocess
+from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import FEATURES, GraphParts, feature_nodes
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
@@ -108,33 +108,20 @@ def teach_anomaly(good_images: Sequence[Path], out_dir: Path, options: TeachOpti
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_dir / MODEL_FILE))
-    seconds = (time.monotonic_ns() - started) / 1e9
-    card = ModelCard(
+    card = write_anomaly_card(
+        out_dir,
         name=options.name,
         description=options.description
         or f"Anomaly model taught from {len(tensors)} images of good parts by lineinspect teach ({METHOD}).",
-        adapter="anomaly",
-        input=spec,
-        anomaly=calibration,
-        sha256=file_sha256(out_dir / MODEL_FILE),
-        trained={
-            "method": METHOD,
-            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "images": len(tensors),
-            "images_learned": len(train),
-            "images_held_back": len(holdout),
-            "image_sizes": sorted(f"{w}x{h}" for w, h in sizes),
-            "target_false_reject": options.target_false_reject,
-            "held_back_scores": {
-                "median": round(float(np.median(scores)), 4),
-                "max": round(float(scores.max()), 4),
-                "over_threshold": int((scores >= calibration.image_threshold).sum()),
-            },
-            "seconds": round(seconds, 1),
-            "pretrained_weights": None,
-        },
+        method=METHOD,
+        spec=spec,
+        calibration=calibration,
+        held_back_scores=scores,
+        target_false_reject=options.target_false_reject,
+        started_ns=started,
+        counts={"images": len(tensors), "images_learned": len(train), "images_held_back": len(holdout)},
+        details={"image_sizes": sorted(f"{w}x{h}" for w, h in sizes)},
     )
-    write_card(card, out_dir)
     return card
 
 

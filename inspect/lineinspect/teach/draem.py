@@ -31,7 +31,6 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lineinspect.datasets import find_defects, read_labelled
-from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
 from lineinspect.teach.anomaly import _check_options, calibrate_thresholds
+from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
 METHOD = "draem-style segmentation v1"
@@ -135,38 +135,26 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
         opset_version=OPSET,
         dynamo=False,
     )
-    seconds = (time.monotonic_ns() - started) / 1e9
     supervised = f", {len(real)} real defect images" if real else ""
-    card = ModelCard(
+    card = write_anomaly_card(
+        out_dir,
         name=options.name,
         description=options.description
         or f"Defect segmentation taught from {len(images)} good images{supervised} by lineinspect teach ({METHOD}).",
-        adapter="anomaly",
-        input=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
-        anomaly=calibration,
-        sha256=file_sha256(out_dir / MODEL_FILE),
-        trained={
-            "method": METHOD,
-            "supervised": bool(real),
-            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        method=METHOD,
+        spec=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
+        calibration=calibration,
+        held_back_scores=scores,
+        target_false_reject=options.target_false_reject,
+        started_ns=started,
+        counts={
             "images": len(images),
             "images_learned": len(train),
             "images_held_back": len(holdout),
             "defect_images_learned": len(real),
-            "epochs": options.epochs,
-            "steps": total_steps,
-            "threads": options.threads,
-            "target_false_reject": options.target_false_reject,
-            "held_back_scores": {
-                "median": round(float(np.median(scores)), 4),
-                "max": round(float(scores.max()), 4),
-                "over_threshold": int((scores >= calibration.image_threshold).sum()),
-            },
-            "seconds": round(seconds, 1),
-            "pretrained_weights": None,
         },
+        details={"supervised": bool(real), "epochs": options.epochs, "steps": total_steps, "threads": options.threads},
     )
-    write_card(card, out_dir)
     return card
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
 from lineinspect.preprocess import preprocess
 from lineinspect.teach.anomaly import (
     MIN_HOLDOUT_IMAGES,
@@ -59,6 +58,7 @@ from lineinspect.teach.anomaly import (
     _check_options,
     calibrate_thresholds,
 )
+from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import GraphParts
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
@@ -120,37 +120,26 @@ def teach_patchknn(good_images: Sequence[Path], out_dir: Path, options: PatchOpt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_dir / MODEL_FILE))
-    seconds = (time.monotonic_ns() - started) / 1e9
-    card = ModelCard(
+    card = write_anomaly_card(
+        out_dir,
         name=teach.name,
         description=teach.description
         or f"Anomaly model taught from {len(tensors)} images of good parts by lineinspect teach ({METHOD}).",
-        adapter="anomaly",
-        input=spec,
-        anomaly=calibration,
-        sha256=file_sha256(out_dir / MODEL_FILE),
-        trained={
-            "method": METHOD,
-            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "images": len(tensors),
-            "images_learned": len(train),
-            "images_held_back": len(holdout),
+        method=METHOD,
+        spec=spec,
+        calibration=calibration,
+        held_back_scores=scores,
+        target_false_reject=teach.target_false_reject,
+        started_ns=started,
+        counts={"images": len(tensors), "images_learned": len(train), "images_held_back": len(holdout)},
+        details={
             "image_sizes": sizes,
             "patches_seen": len(patches),
             "bank_size": len(bank),
             "position_weight": options.position_weight,
             "ignore_border_px": options.ignore_border_px,
-            "target_false_reject": teach.target_false_reject,
-            "held_back_scores": {
-                "median": round(float(np.median(scores)), 4),
-                "max": round(float(scores.max()), 4),
-                "over_threshold": int((scores >= calibration.image_threshold).sum()),
-            },
-            "seconds": round(seconds, 1),
-            "pretrained_weights": None,
         },
     )
-    write_card(card, out_dir)
     return card
 
 
