@@ -91,14 +91,7 @@ def teach_anomaly(good_images: Sequence[Path], out_dir: Path, options: TeachOpti
     spec = InputSpec(width=options.width, height=options.height, color="RGB", layout="NCHW", resize="stretch")
     tensors, sizes = _load(good_images, spec, options.progress)
 
-    order = np.random.default_rng(options.seed).permutation(len(tensors))
-    n_holdout = max(MIN_HOLDOUT_IMAGES, round(len(tensors) * options.holdout_fraction))
-    holdout, train = order[:n_holdout], order[n_holdout:]
-    if len(train) < MIN_TRAIN_IMAGES:
-        raise TeachError(
-            f"{len(tensors)} good images with --holdout {options.holdout_fraction:g} leave {len(train)} to learn "
-            f"from; at least {MIN_TRAIN_IMAGES} are needed (give more images or a smaller --holdout)"
-        )
+    holdout, train = split_holdout(len(tensors), options.holdout_fraction, np.random.default_rng(options.seed))
 
     mean, std = _feature_statistics(tensors[train], spec, options.progress)
     model = _anomaly_graph(spec, mean, std)
@@ -123,6 +116,19 @@ def teach_anomaly(good_images: Sequence[Path], out_dir: Path, options: TeachOpti
         details={"image_sizes": sorted(f"{w}x{h}" for w, h in sizes)},
     )
     return card
+
+
+def split_holdout(count: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (held back, learned): the held-back good images set the thresholds, never the model."""
+    order = rng.permutation(count)
+    n_holdout = max(MIN_HOLDOUT_IMAGES, round(count * fraction))
+    holdout, train = order[:n_holdout], order[n_holdout:]
+    if len(train) < MIN_TRAIN_IMAGES:
+        raise TeachError(
+            f"{count} good images with --holdout {fraction:g} leave {len(train)} to learn "
+            f"from; at least {MIN_TRAIN_IMAGES} are needed (give more images or a smaller --holdout)"
+        )
+    return holdout, train
 
 
 def _check_options(options: TeachOptions, count: int) -> None:

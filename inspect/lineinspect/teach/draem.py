@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from lineinspect.datasets import find_defects, read_labelled
 from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
-from lineinspect.teach.anomaly import _check_options, calibrate_thresholds
+from lineinspect.teach.anomaly import _check_options, calibrate_thresholds, split_holdout
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
@@ -88,9 +88,8 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
     rng = np.random.default_rng(options.seed)
     size = (options.width, options.height)
     images = np.stack([_gray(image, size) for _, image in read_good_images(list(good_images))])
-    order = rng.permutation(len(images))
-    n_holdout = max(3, round(len(images) * options.holdout_fraction))
-    holdout, train = images[order[:n_holdout]], images[order[n_holdout:]]
+    held_idx, train_idx = split_holdout(len(images), options.holdout_fraction, rng)
+    holdout, train = images[held_idx], images[train_idx]
     real = _real_defects(defects, size) if defects is not None else []
 
     net = _unet(torch, options.base_channels)

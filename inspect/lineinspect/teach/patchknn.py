@@ -51,12 +51,11 @@ from onnx import TensorProto, helper
 from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
 from lineinspect.preprocess import preprocess
 from lineinspect.teach.anomaly import (
-    MIN_HOLDOUT_IMAGES,
-    MIN_TRAIN_IMAGES,
     TeachOptions,
     _bar,
     _check_options,
     calibrate_thresholds,
+    split_holdout,
 )
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import GraphParts
@@ -102,14 +101,7 @@ def teach_patchknn(good_images: Sequence[Path], out_dir: Path, options: PatchOpt
     tensors = np.stack([gray_tensor(image, spec) for _, image in images])
 
     rng = np.random.default_rng(teach.seed)
-    order = rng.permutation(len(tensors))
-    n_holdout = max(MIN_HOLDOUT_IMAGES, round(len(tensors) * teach.holdout_fraction))
-    holdout, train = order[:n_holdout], order[n_holdout:]
-    if len(train) < MIN_TRAIN_IMAGES:
-        raise TeachError(
-            f"{len(tensors)} good images with --holdout {teach.holdout_fraction:g} leave {len(train)} to learn "
-            f"from; at least {MIN_TRAIN_IMAGES} are needed (give more images or a smaller --holdout)"
-        )
+    holdout, train = split_holdout(len(tensors), teach.holdout_fraction, rng)
 
     patches = good_patches(tensors[train], spec, teach.progress)
     mean, std, bank = memory_bank(patches, options, rng)
