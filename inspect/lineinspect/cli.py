@@ -271,6 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lineinspect.http.routes.metrics import metrics_router
     from lineinspect.http.routes.results import results_router
     from lineinspect.http.routes.status import status_router
+    from lineinspect.http.routes.triggers import triggers_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
     from lineinspect.metrics import StationMetrics
     from lineinspect.results_store import ResultStore
@@ -304,7 +305,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             http,
             station_path=config.station.path,
             api_key=api_key,
-            routers=[results_router(store), status_router(station.status), metrics_router(metrics), dashboard_router()],
+            routers=[
+                results_router(store),
+                status_router(station.status),
+                metrics_router(metrics),
+                dashboard_router(),
+                triggers_router(station.trigger, {c: s.trigger_mode for c, s in station.supervisors.items()}),
+            ],
             result_sinks=sinks,
         )
         server = make_server(app, log_level="debug" if args.verbose else "warning", access_log=args.verbose)
