@@ -40,6 +40,7 @@ GOOD_CLASS = "MT_Free"
 # method → extra `teach` arguments; "supervised" methods also get --defects.
 METHODS: dict[str, list[str]] = {
     "stats": ["--method", "stats"],
+    "patchknn": ["--method", "patchknn", "--size", "256x256", "--position-weight", "32", "--ignore-border", "24"],
     "draem": ["--method", "draem"],
     "draem-supervised": ["--method", "draem"],
 }

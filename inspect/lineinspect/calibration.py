@@ -200,6 +200,25 @@ class Calibration:
     def mm_per_px(self) -> MmPerPx | None:
         return self.data.plane.mm_per_px if self.data.plane is not None else None
 
+    def mm_per_px_for(self, width: int, height: int) -> float | None:
+        """mm per px at the image centre if frames of this size can be measured in mm, else None.
+
+        The homography holds for the calibrated image size only: a binned or
+        cropped frame would be measured wrongly, so it is measured in px.
+        """
+        if self.data.plane is None or (width, height) != self.calibrated_size:
+            return None
+        return self.data.plane.mm_per_px.centre
+
+    def why_px_only(self, width: int, height: int) -> str:
+        """Why frames of this size get no mm sizes (when mm_per_px_for gives None), for the result's reason."""
+        if self.data.plane is None:
+            return f"calibration {self.calibration_id} has no working-plane scale"
+        return (
+            f"frame {width}x{height} differs from calibration {self.calibration_id}'s "
+            f"{self.calibrated_size[0]}x{self.calibrated_size[1]}"
+        )
+
     def maps_for(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Fixed-point (CV_16SC2) undistortion maps for an image size, computed once."""
         maps = self._maps.get(size)
@@ -210,7 +229,7 @@ class Calibration:
                 # Same sensor binned or scaled: the camera matrix scales with the image.
                 log.warning(
                     "camera %s: image %dx%d differs from the calibrated %dx%d; undistorting with a scaled "
-                    "camera matrix, and mm measurements assume the calibrated size. Re-calibrate at this size.",
+                    "camera matrix, and sizes are reported in px only. Re-calibrate at this size.",
                     self.camera_id,
                     *size,
                     *self.calibrated_size,

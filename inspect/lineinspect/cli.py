@@ -82,7 +82,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
     if args.method == "draem":
         return _teach_draem(args, good, out)
     if args.defects is not None:
-        raise LineinspectError("--defects: the stats method learns from good images only; add --method draem")
+        raise LineinspectError(f"--defects: the {args.method} method learns from good images only; add --method draem")
     width, height = args.size
     options = TeachOptions(
         name=args.name or out.name,
@@ -92,7 +92,13 @@ def cmd_teach(args: argparse.Namespace) -> int:
         holdout_fraction=args.holdout,
         seed=args.seed,
     )
-    card = teach_anomaly(good, out, options)
+    if args.method == "patchknn":
+        from lineinspect.teach.patchknn import PatchOptions, teach_patchknn
+
+        patch = PatchOptions(teach=options, position_weight=args.position_weight, ignore_border_px=args.ignore_border)
+        card = teach_patchknn(good, out, patch)
+    else:
+        card = teach_anomaly(good, out, options)
     assert card.anomaly is not None
     print(
         f"model '{card.name}' written to {out} from {card.trained['images']} good images "
@@ -120,13 +126,26 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random hold-back split")
     p.add_argument(
         "--method",
-        choices=["stats", "draem"],
+        choices=["stats", "patchknn", "draem"],
         default="stats",
-        help="stats: filter-bank statistics (seconds, no extra); draem: a small segmentation net trained "
-        "from scratch on synthetic defects (minutes, needs the 'train' extra: torch)",
+        help="stats: filter-bank statistics per location (seconds, no extra; parts in a fixture); patchknn: "
+        "nearest good patch in a memory bank (seconds, no extra; parts that move); draem: a small "
+        "segmentation net trained from scratch on synthetic defects (minutes, needs the 'train' extra: torch)",
     )
     p.add_argument("--defects", help="draem: folder of defective images with masks to learn from as well (supervised)")
     p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
+    p.add_argument(
+        "--position-weight",
+        type=float,
+        default=1.0,
+        help="patchknn: how much a patch's place in the image counts (0: anywhere is fine; default 1)",
+    )
+    p.add_argument(
+        "--ignore-border",
+        type=int,
+        default=0,
+        help="patchknn: px band along the input's edges never flagged (default 0)",
+    )
     p.set_defaults(func=cmd_teach)
 
 
@@ -252,6 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lineinspect.http.routes.metrics import metrics_router
     from lineinspect.http.routes.results import results_router
     from lineinspect.http.routes.status import status_router
+    from lineinspect.http.routes.triggers import triggers_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
     from lineinspect.metrics import StationMetrics
     from lineinspect.results_store import ResultStore
@@ -285,7 +305,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             http,
             station_path=config.station.path,
             api_key=api_key,
-            routers=[results_router(store), status_router(station.status), metrics_router(metrics), dashboard_router()],
+            routers=[
+                results_router(store),
+                status_router(station.status),
+                metrics_router(metrics),
+                dashboard_router(),
+                triggers_router(station.trigger, {c: s.trigger_mode for c, s in station.supervisors.items()}),
+            ],
             result_sinks=sinks,
         )
         server = make_server(app, log_level="debug" if args.verbose else "warning", access_log=args.verbose)

@@ -1,17 +1,9 @@
 """How well a model separates good parts from defective ones (`lineinspect evaluate`).
 
-Every image goes through the code the station runs (the model's
-preprocessing, its ONNX session and its adapter, as `Model.infer` chains
-them), so the decisions are those of production: the image score is
-`output.score` (0–1, higher = worse) and the pixel map `output.defect_map`
-(0–1, in the image's own pixels).
-
-The ranking figures (AUROC, ROC curve, histograms, worst cases) use the same
-scores before the anomaly adapter clips them to 0–1: an anomaly card maps its
-typical good score to 0, so clipping would tie most good parts (and most
-pixels) at 0 and make the areas say more about the card's scaling than about
-the model. The unclipped score is the adapter's own linear scaling of the
-raw output, so 0.5 is still the threshold and the order is the raw order.
+Every image goes through `Model.infer`, the code the station runs, so the
+figures are those of production: the image score is `output.score` (0–1,
+higher = worse) and the pixel map `output.defect_map` (0–1, in the image's
+own pixels).
 
 Figures:
 - image AUROC: rank-based (Mann–Whitney), ties count half;
@@ -22,9 +14,9 @@ Figures:
 - the confusion matrix at the card's thresholds: an image is called defective
   when the station would reject it under a recipe with no rules of its own
   (`recipe.decide`: any defect the adapter reports at or above the card's
-  threshold; for anomaly cards a map pixel at or above `pixel_threshold`);
-  from it the false-reject rate (good called defective / good) and the escape
-  rate (defective called good / defective);
+  threshold; for anomaly cards a map pixel at or above `pixel_threshold`, so
+  the image score alone does not decide); from it the false-reject rate (good
+  called defective / good) and the escape rate (defective called good / defective);
 - per defect class: count, recall at the card's thresholds, AUROC against all good images;
 - model time per image (preprocess + ONNX + adapter), median and mean.
 """
@@ -40,11 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from lineinspect.adapters.anomaly import AnomalyAdapter, _squeeze_map
 from lineinspect.datasets import LabelledImage, read_labelled
 from lineinspect.model import Model
 from lineinspect.modelcard import ModelCard
-from lineinspect.preprocess import Geometry, preprocess
 from lineinspect.recipe import Recipe, Verdict, decide
 
 REPORT_FILE = "report.json"
@@ -139,12 +129,7 @@ def decision_threshold(card: ModelCard) -> float:
 
 @dataclass(slots=True)
 class ImageRow:
-    """One evaluated image.
-
-    score: the production image score (0–1). rank_score: the same before
-    clipping (see the module docstring); equals score for non-anomaly cards.
-    iou: None where there is no mask. rejected: the station's verdict would be fail.
-    """
+    """One evaluated image. score 0–1; iou None where there is no mask."""
 
     item: LabelledImage
     score: float
@@ -153,8 +138,8 @@ class ImageRow:
     height: int
     defect_px: int | None
     iou: float | None
-    rank_score: float = 0.0
-    rejected: bool = False
+    rank: float | None = None  # what AUROC ranks by (unclipped score where known); None: `score`
+    rejected: bool = False  # the station's verdict would be fail (see the module docstring)
 
 
 @dataclass(slots=True)
@@ -175,13 +160,12 @@ class Evaluation:
 
     @property
     def scores(self) -> np.ndarray:
-        """Production image scores (0–1): what the decision uses."""
         return np.array([r.score for r in self.rows], dtype=np.float64)
 
     @property
-    def rank_scores(self) -> np.ndarray:
-        """Unclipped image scores: what the AUROC and ROC use."""
-        return np.array([r.rank_score for r in self.rows], dtype=np.float64)
+    def ranks(self) -> np.ndarray:
+        """What AUROC ranks by: the unclipped score where the adapter gives one, else the score."""
+        return np.array([r.score if r.rank is None else r.rank for r in self.rows], dtype=np.float64)
 
     @property
     def defective(self) -> np.ndarray:
@@ -203,17 +187,20 @@ class Evaluation:
 
     def worst_escapes(self, count: int = WORST_SHOWN) -> list[ImageRow]:
         """Defective images with the lowest scores (those below the threshold are escapes)."""
-        return sorted((r for r in self.rows if r.item.defective), key=lambda r: r.rank_score)[:count]
+        return sorted((r for r in self.rows if r.item.defective), key=lambda r: (r.score, r.rank or 0.0))[:count]
 
     def worst_false_rejects(self, count: int = WORST_SHOWN) -> list[ImageRow]:
         """Good images with the highest scores (those at or above the threshold are false rejects)."""
-        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: -r.rank_score)[:count]
+        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: (-r.score, -(r.rank or 0.0)))[
+            :count
+        ]
 
     def report(self) -> dict[str, Any]:
-        ranks, defective = self.rank_scores, self.defective
+        defective = self.defective
         confusion = self.confusion
         times = np.array([r.infer_ms for r in self.rows])
         classes: dict[str, Any] = {}
+        ranks = self.ranks
         good_ranks = ranks[~defective]
         for name in sorted({r.item.class_name for r in self.rows if r.item.defective}):
             picked = np.array([r.item.class_name == name for r in self.rows])
@@ -302,17 +289,16 @@ def evaluate(
     recipe = Recipe(id=f"{card.name}-evaluate", model=card.name)
     for item in items:
         image, mask = read_labelled(item)
-        # Model.infer's steps, spelled out to keep the raw outputs for the unclipped ranking scores.
         started = time.monotonic_ns()
-        tensor, geometry = preprocess(image, card.input)
-        raw = model.run(tensor)
-        output = model.adapter.decode(raw, geometry)
+        inference = model.infer(image)
         infer_ms = (time.monotonic_ns() - started) / 1e6
-        rank_score, rank_map = unclipped_scores(model, raw, geometry, output.score, output.defect_map)
+        output = inference.output
         h, w = image.shape[:2]
-        row = ImageRow(
-            item, float(output.score), infer_ms, w, h, None if mask is None else int(mask.sum()), None, rank_score
-        )
+        # Rank by the unclipped values where the adapter has them: clipping to 0–1 makes ties
+        # of every clearly good image (and pixel), which would understate AUROC.
+        rank = output.raw_score if output.raw_score is not None else output.score
+        row = ImageRow(item, float(output.score), infer_ms, w, h, None if mask is None else int(mask.sum()), None)
+        row.rank = float(rank)
         row.rejected = decide(output.defects, output.score, recipe, card.thresholds).verdict == Verdict.FAIL
         if mask is None:
             result.without_mask += 1
@@ -324,7 +310,8 @@ def evaluate(
             result.union_px += union
             if item.defective:
                 row.iou = iou(inter, union) if union else 1.0
-            flat = (rank_map if rank_map is not None else defect_map).reshape(-1)
+            ranking_map = defect_map if output.raw_map is None else inference.geometry.map_to_image(output.raw_map)
+            flat = ranking_map.reshape(-1)
             if flat.size > PIXEL_SAMPLE_ALL_BELOW:
                 picked = rng.choice(flat.size, size=max(1, round(flat.size * PIXEL_SAMPLE_SHARE)), replace=False)
             else:
@@ -335,37 +322,6 @@ def evaluate(
         if on_image is not None:
             on_image(row)
     return result
-
-
-def unclipped_scores(
-    model: Model,
-    raw: dict[str, np.ndarray],
-    geometry: Geometry,
-    score: float,
-    defect_map: np.ndarray | None,
-) -> tuple[float, np.ndarray | None]:
-    """(image score, (H, W) pixel map) on the adapter's scale but not clipped to 0–1.
-
-    Only the anomaly adapter clips; other adapters' scores come back as they are.
-    """
-    adapter = model.adapter
-    if not isinstance(adapter, AnomalyAdapter):
-        return score, defect_map
-    cal = adapter.cal
-    span = cal.score_max - cal.score_min
-    raw_map = None
-    if adapter.map_name is not None:
-        raw_map = _squeeze_map(raw[adapter.map_name], adapter.map_name)
-    if adapter.score_name is not None:
-        raw_score = float(np.asarray(raw[adapter.score_name]).reshape(-1)[0])
-    elif raw_map is not None:
-        raw_score = float(raw_map.max())
-    else:
-        return score, defect_map  # a mask-only export has nothing finer than its mask
-    pixel_map = None
-    if raw_map is not None:
-        pixel_map = (geometry.map_to_image(raw_map) - cal.pixel_threshold) / span + 0.5
-    return (raw_score - cal.image_threshold) / span + 0.5, pixel_map
 
 
 def write_report(evaluation: Evaluation, out_dir: Path) -> Path:
@@ -380,7 +336,7 @@ def _row_json(row: ImageRow) -> dict[str, Any]:
         "file": str(row.item.path),
         "class": row.item.class_name,
         "score": _round(row.score),
-        "score_unclipped": _round(row.rank_score),
+        "rank": _round(row.rank),
         "rejected": row.rejected,
         "size": f"{row.width}x{row.height}",
         "defect_px": row.defect_px,

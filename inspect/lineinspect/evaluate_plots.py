@@ -56,9 +56,9 @@ def write_plots(evaluation: Evaluation, model: Model, out_dir: Path) -> list[Pat
 def roc_plot(evaluation: Evaluation, size_px: int = 480) -> np.ndarray:
     """(size, size, 3) BGR: TPR over FPR, the chance diagonal, the operating point."""
     canvas, to_px = _axes(size_px, size_px, "false-reject rate (good called defective)", "defect recall")
-    scores, defective = evaluation.rank_scores, evaluation.defective
+    ranks, defective = evaluation.ranks, evaluation.defective
     if defective.any() and (~defective).any():
-        fpr, tpr = roc_curve(scores, defective)
+        fpr, tpr = roc_curve(ranks, defective)
         cv2.line(canvas, to_px(0, 0), to_px(1, 1), GRID, 1, cv2.LINE_AA)
         points = np.array([to_px(x, y) for x, y in zip(fpr, tpr, strict=True)], np.int32)
         cv2.polylines(canvas, [points], False, CURVE_COLOUR, 2, cv2.LINE_AA)
@@ -66,29 +66,19 @@ def roc_plot(evaluation: Evaluation, size_px: int = 480) -> np.ndarray:
         x, y = c.false_reject_rate or 0.0, 1.0 - (c.escape_rate or 0.0)
         cv2.circle(canvas, to_px(x, y), 6, DEFECT_COLOUR, 2, cv2.LINE_AA)
         _text(canvas, f"threshold {evaluation.threshold:g}", (to_px(x, y)[0] + 10, to_px(x, y)[1] + 20))
-        _text(canvas, f"image AUROC {auroc(scores, defective):.4f}", (70, 30), scale=0.6)
+        _text(canvas, f"image AUROC {auroc(ranks, defective):.4f}", (70, 30), scale=0.6)
     else:
         _text(canvas, "ROC needs good and defective images", (70, 30), scale=0.5)
     return canvas
 
 
 def score_histogram(evaluation: Evaluation, width_px: int = 640, height_px: int = 400, bins: int = 40) -> np.ndarray:
-    """(height, width, 3) BGR: share of good and of defective images per score bin.
-
-    Unclipped scores (see `lineinspect.evaluate`), shown over 0–1 widened to
-    the 1st–99th percentile of the scores; the outermost bins take the rest.
-    """
-    scores, defective = evaluation.rank_scores, evaluation.defective
-    lo = min(0.0, float(np.quantile(scores, 0.01))) if len(scores) else 0.0
-    hi = max(1.0, float(np.quantile(scores, 0.99))) if len(scores) else 1.0
-    canvas, to_unit_px = _axes(width_px, height_px, "image score", "share of images", (lo, hi))
-
-    def to_px(x: float, y: float) -> tuple[int, int]:
-        return to_unit_px((x - lo) / (hi - lo), y)
-
-    edges = np.linspace(lo, hi, bins + 1)
+    """(height, width, 3) BGR: share of good and of defective images per score bin (0–1)."""
+    canvas, to_px = _axes(width_px, height_px, "image score", "share of images")
+    scores, defective = evaluation.scores, evaluation.defective
+    edges = np.linspace(0.0, 1.0, bins + 1)
     groups = [(scores[~defective], GOOD_COLOUR, "good"), (scores[defective], DEFECT_COLOUR, "defective")]
-    shares = [np.histogram(np.clip(s, lo, hi), edges)[0] / max(1, len(s)) for s, _, _ in groups]
+    shares = [np.histogram(np.clip(s, 0, 1), edges)[0] / max(1, len(s)) for s, _, _ in groups]
     top = max(0.05, max(float(h.max()) for h in shares if h.size))
     for (group, colour, label), share, offset in zip(groups, shares, (0, 1), strict=True):
         overlay = canvas.copy()
@@ -126,7 +116,7 @@ def worst_sheet(evaluation: Evaluation, model: Model, tile_px: int = TILE_PX) ->
         for i, row in enumerate(picked):
             tile = _tile(row, inspector, tile_px)
             sheet[y : y + tile.shape[0], i * tile_px : i * tile_px + tile.shape[1]] = tile
-            caption = f"{row.item.class_name} {row.rank_score:.2f}"
+            caption = f"{row.item.class_name} {row.score:.2f}"
             _text(sheet, caption, (i * tile_px + 4, y + tile_px + 16), scale=0.45)
         y += tile_px + 22
     return sheet
@@ -148,12 +138,9 @@ def _tile(row: ImageRow, inspector: Inspector, tile_px: int) -> np.ndarray:
 
 
 def _axes(
-    width_px: int, height_px: int, x_label: str, y_label: str, x_range: tuple[float, float] = (0.0, 1.0)
+    width_px: int, height_px: int, x_label: str, y_label: str
 ) -> tuple[np.ndarray, Callable[[float, float], tuple[int, int]]]:
-    """A white canvas with a framed 0–1 × 0–1 plot area; returns it and a (x, y) → pixel function.
-
-    x_range: the values the x ticks are labelled with (the plot area stays 0–1).
-    """
+    """A white canvas with a framed 0–1 × 0–1 plot area; returns it and a (x, y) → pixel function."""
     canvas = np.full((height_px, width_px, 3), 255, np.uint8)
     left, right, top, bottom = 60, 20, 45, 50
     inner_w, inner_h = width_px - left - right, height_px - top - bottom
@@ -164,8 +151,7 @@ def _axes(
     for tick in np.linspace(0, 1, 6):
         cv2.line(canvas, to_px(tick, 0), to_px(tick, 1), GRID, 1)
         cv2.line(canvas, to_px(0, tick), to_px(1, tick), GRID, 1)
-        x_value = x_range[0] + tick * (x_range[1] - x_range[0])
-        _text(canvas, f"{x_value:.2g}", (to_px(tick, 0)[0] - 10, to_px(tick, 0)[1] + 16), scale=0.35)
+        _text(canvas, f"{tick:.1f}", (to_px(tick, 0)[0] - 10, to_px(tick, 0)[1] + 16), scale=0.35)
         _text(canvas, f"{tick:.1f}", (to_px(0, tick)[0] - 30, to_px(0, tick)[1] + 4), scale=0.35)
     cv2.rectangle(canvas, to_px(0, 1), to_px(1, 0), BLACK, 1)
     _text(canvas, x_label, (left, height_px - 10), scale=0.45)

@@ -41,6 +41,14 @@ class PlaneCalibration(Protocol):
         """Fill the defect's mm fields (box given in undistorted-image pixels)."""
         ...
 
+    def mm_per_px_for(self, width: int, height: int) -> float | None:
+        """Scale at the image centre when frames of this size are measured in mm; None: px only."""
+        ...
+
+    def why_px_only(self, width: int, height: int) -> str:
+        """Why frames of this size are measured in px only (where mm_per_px_for gives None)."""
+        ...
+
 
 class Inspector:
     def __init__(
@@ -99,15 +107,20 @@ class Inspector:
             return self.undecided(frame, f"inference error: {type(exc).__name__}: {exc}", recipe.id)
         t2 = time.monotonic_ns()
         defects = [d.shifted(ox, oy) if (ox or oy) else d for d in inference.output.defects]
-        if calibration is not None:
+        h, w = frame.image.shape[:2]
+        mm_per_px = calibration.mm_per_px_for(w, h) if calibration is not None else None
+        if calibration is not None and mm_per_px is not None:
             defects = [calibration.measure(d) for d in defects]
         decision: Decision = decide(defects, inference.output.score, recipe, model.card.thresholds)
+        reason = decision.reason
+        if mm_per_px is None and decision.findings:
+            # Sizes matter once something is found: say plainly that they are pixels, and why.
+            reason += f"; sizes in px only: {px_only_cause(frame.camera_id, calibration, w, h)}"
         t3 = time.monotonic_ns()
-        h, w = frame.image.shape[:2]
         return Result(
             result_id=new_result_id(),
             verdict=decision.verdict,
-            reason=decision.reason,
+            reason=reason,
             score=inference.output.score,
             findings=decision.findings,
             captured_at=frame.captured_at,
@@ -133,6 +146,7 @@ class Inspector:
                 "decide": (t3 - t2) / 1e6,
                 "total": (t3 - t0) / 1e6,
             },
+            measurements={"mm_per_px": mm_per_px},
             simulated=frame.simulated,
         )
 
@@ -164,6 +178,14 @@ class Inspector:
             image_ref=frame.source if frame is not None else None,
             simulated=frame.simulated if frame is not None else False,
         )
+
+
+def px_only_cause(camera_id: str | None, calibration: PlaneCalibration | None, width: int, height: int) -> str:
+    if camera_id is None:
+        return "no camera named"
+    if calibration is None:
+        return f"camera '{camera_id}' is not calibrated"
+    return f"camera '{camera_id}': {calibration.why_px_only(width, height)}"
 
 
 def with_decode_time(result: Result, decode_ms: float) -> Result:

@@ -61,7 +61,7 @@ class Result:
     image_height: int | None = None
     image_ref: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
-    measurements: dict[str, float] = field(default_factory=dict)
+    measurements: dict[str, float | None] = field(default_factory=dict)
     simulated: bool = False
     station: str | None = None
     sequence: int | None = None
@@ -102,7 +102,7 @@ class Result:
             "reason": self.reason,
             "score": _round(self.score),
             "defects": defects,
-            "measurements": {k: _round(v) for k, v in self.measurements.items()},
+            "measurements": {k: _round(v, 6) for k, v in self.measurements.items()},
             "recipe": None if self.recipe_id is None else {"id": self.recipe_id, "version": self.recipe_version},
             "model": None if self.model_id is None else {"id": self.model_id, "sha256": self.model_sha256},
             "calibration_id": self.calibration_id,

@@ -32,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lineinspect.adapters.anomaly import AnomalyAdapter, _squeeze_map
+from lineinspect.adapters.anomaly import AnomalyAdapter
 from lineinspect.datasets import find_good, read_labelled
 from lineinspect.errors import LineinspectError
 from lineinspect.model import Model
 from lineinspect.modelcard import AnomalyCalibration, ModelCard, write_card
-from lineinspect.preprocess import preprocess
 
 
 class RetuneError(LineinspectError):
@@ -82,28 +81,25 @@ class Retuned:
 def good_image_scores(model: Model, folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(scores (n,), map maxima (n,) or None) of every good image under folder, in the card's threshold units.
 
-    Anomaly cards: the raw `pred_score` (or the raw map's maximum) and the raw
-    map's maximum; other cards: the adapter's 0–1 score and None.
+    Anomaly cards: the raw image score and the raw map's largest value (the
+    adapter's `raw_score`/`raw_map`); other cards: the adapter's 0–1 score and None.
     """
     scores, maxima = [], []
-    adapter = model.adapter
+    anomaly = isinstance(model.adapter, AnomalyAdapter)
     for item in find_good(folder):
         image, _ = read_labelled(item)
-        tensor, geometry = preprocess(image, model.card.input)
-        raw = model.run(tensor)
-        if isinstance(adapter, AnomalyAdapter) and adapter.map_name is not None:
-            maxima.append(float(_squeeze_map(raw[adapter.map_name], adapter.map_name).max()))
-        if isinstance(adapter, AnomalyAdapter) and adapter.score_name is not None:
-            scores.append(float(np.asarray(raw[adapter.score_name]).reshape(-1)[0]))
-        elif isinstance(adapter, AnomalyAdapter) and adapter.map_name is not None:
-            scores.append(maxima[-1])
-        elif isinstance(adapter, AnomalyAdapter):
+        output = model.infer(image).output
+        if not anomaly:
+            scores.append(output.score)
+            continue
+        if output.raw_score is None:
             raise RetuneError(
                 f"{model.path}: the model gives only a binary mask ('pred_mask'); its threshold is inside the "
                 "model and cannot be retuned in the card"
             )
-        else:
-            scores.append(float(adapter.decode(raw, geometry).score))
+        scores.append(output.raw_score)
+        if output.raw_map is not None:
+            maxima.append(float(output.raw_map.max()))
     return np.asarray(scores, dtype=np.float64), (np.asarray(maxima, dtype=np.float64) if maxima else None)
 
 

@@ -155,3 +155,38 @@ def test_camera_loss_and_recovery_show_on_mqtt_and_in_status(tmp_path: Path, mos
     lost_at = states.index("lost")
     assert "connected" in states[lost_at:]
     assert sub.received("/result")[0].json()["verdict"] == "pass"
+
+
+def test_http_trigger_makes_one_result_per_part_and_refuses_bad_requests(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    from fastapi.testclient import TestClient
+
+    from lineinspect.assemble import build_inspector
+    from lineinspect.config import HttpSection, load_station
+    from lineinspect.http.app import create_app
+    from lineinspect.http.routes.triggers import triggers_router
+
+    write_line_station(tmp_path, mosquitto.port, parts="bg")
+    sink = Collected()
+    with running_station(tmp_path, result_sinks=(sink,)) as station:
+        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+        modes = {c: s.trigger_mode for c, s in station.supervisors.items()}
+        app = create_app(
+            build_inspector(tmp_path, load_station(tmp_path)),
+            HttpSection(),
+            api_key="k3y",
+            routers=[triggers_router(station.trigger, modes)],
+        )
+        with TestClient(app) as client:
+            denied = client.post("/v1/cameras/cam1/trigger")
+            assert denied.status_code == 401 and "X-API-Key" in denied.json()["detail"]
+            unknown = client.post("/v1/cameras/cam9/trigger", headers={"X-API-Key": "k3y"})
+            assert unknown.status_code == 404
+            assert unknown.json()["detail"] == "no camera 'cam9'; this station has ['cam1']"
+            extra = client.post("/v1/cameras/cam1/trigger", headers={"X-API-Key": "k3y"}, json={"part": "A1"})
+            assert extra.status_code == 422
+            first = client.post("/v1/cameras/cam1/trigger", headers={"X-API-Key": "k3y"}, json={"part_id": "A1"})
+            second = client.post("/v1/cameras/cam1/trigger", headers={"X-API-Key": "k3y"})
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert second.json()["trigger_id"] == first.json()["trigger_id"] + 1
+        wait_for(lambda: len(sink) == 2, 5, "2 results")
+    assert [(r.part_id, r.verdict.value) for r in sink.results] == [("A1", "fail"), (None, "pass")]

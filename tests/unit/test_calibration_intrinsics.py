@@ -85,19 +85,21 @@ def test_cli_lists_images_without_board_and_writes_yaml(
 
 
 def test_refuses_when_rms_above_limit_unless_forced(chessboard_views: list[Path]) -> None:
+    views = chessboard_views[:6]  # the fewest accepted: this test is about the limit, not accuracy
     with pytest.raises(CalibrationError, match=r"RMS reprojection error .* px is above 0.01 px .*--force"):
-        calibrate_intrinsics(chessboard_views, CHESSBOARD, "cam1", max_rms_px=0.01)
-    run = calibrate_intrinsics(chessboard_views, CHESSBOARD, "cam1", max_rms_px=0.01, force=True)
+        calibrate_intrinsics(views, CHESSBOARD, "cam1", max_rms_px=0.01)
+    run = calibrate_intrinsics(views, CHESSBOARD, "cam1", max_rms_px=0.01, force=True)
     assert run.calibration.intrinsics is not None and run.calibration.intrinsics.forced
 
 
 def test_wrong_chessboard_size_names_every_image(chessboard_views: list[Path]) -> None:
     wrong = CHESSBOARD.model_copy(update={"cols": 10, "rows": 8})
+    views = chessboard_views[:6]  # searching for a board that is not there is the slow case
     with pytest.raises(CalibrationError) as caught:
-        calibrate_intrinsics(chessboard_views, wrong, "cam1")
+        calibrate_intrinsics(views, wrong, "cam1")
     message = str(caught.value)
-    assert "found in 0 of 10 image(s)" in message and "count squares" in message
-    assert all(f"{p}: board not found" in message for p in chessboard_views)
+    assert "found in 0 of 6 image(s)" in message and "count squares" in message
+    assert all(f"{p}: board not found" in message for p in views)
 
 
 def test_wrong_charuco_size_says_board_is_larger(charuco_views: list[Path]) -> None:

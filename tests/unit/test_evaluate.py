@@ -237,7 +237,7 @@ def test_auroc_ranks_scores_the_anomaly_adapter_clips_to_zero(tmp_path: Path, br
     assert report["confusion"]["escape"] == 3
     assert report["image_auroc"] == 1.0  # ranked on the unclipped scores
     assert report["pixel_auroc"] > 0.95
-    assert all(r["score_unclipped"] < 0 for r in report["rows"])
+    assert all(r["rank"] < 0.75 for r in report["rows"])  # raw scores, all under the raw threshold
 
 
 # --- the command ---------------------------------------------------------------------
@@ -309,3 +309,29 @@ def test_evaluate_cli_names_the_mask_of_the_wrong_size(
 def test_labelled_image_is_defective_unless_good() -> None:
     assert LabelledImage(Path("a.png"), "good").defective is False
     assert LabelledImage(Path("a.png"), "crack").defective is True
+
+
+def test_image_auroc_ranks_by_unclipped_score_when_normalised_scores_tie(tmp_path: Path) -> None:
+    # A narrow score range clips every image below 0.45 raw to 0.0: the normalised scores all tie,
+    # yet the raw scores separate good from defective perfectly. AUROC must see the raw ranking.
+    import cv2
+    import yaml
+
+    from lineinspect.datasets import LabelledImage
+    from lineinspect.evaluate import evaluate
+    from lineinspect.model import Model, RuntimeOptions
+    from tests.helpers.graphs import brightness_anomaly
+
+    model_dir = brightness_anomaly(tmp_path / "narrow")
+    card_path = model_dir / "model.yaml"
+    card = yaml.safe_load(card_path.read_text())
+    card["anomaly"].update(score_min=0.45, score_max=0.55)
+    card_path.write_text(yaml.safe_dump(card))
+    items = []
+    for name, level, cls in [("g1", 25, "good"), ("g2", 50, "good"), ("d1", 75, "crack"), ("d2", 100, "crack")]:
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), np.full((32, 32, 3), level, np.uint8))
+        items.append(LabelledImage(path, cls))
+    result = evaluate(Model.load(model_dir, RuntimeOptions(intra_op_threads=1)), items)
+    assert [r.score for r in result.rows] == [0.0, 0.0, 0.0, 0.0]
+    assert result.report()["image_auroc"] == 1.0

@@ -51,11 +51,13 @@ class AnomalyAdapter:
             mask_small = _squeeze_map(outputs[self.mask_name], self.mask_name).astype(np.float32)
             defect_map = geometry.map_to_image(mask_small, cv2.INTER_NEAREST)
 
+        raw_score: float | None = None
         if self.score_name is not None:
             raw_score = float(np.asarray(outputs[self.score_name]).reshape(-1)[0])
             score = float(normalise(raw_score, self.cal.image_threshold, self.cal))
         elif raw_map is not None:
-            score = float(normalise(float(raw_map.max()), self.cal.image_threshold, self.cal))
+            raw_score = float(raw_map.max())
+            score = float(normalise(raw_score, self.cal.image_threshold, self.cal))
         else:
             score = float(defect_map.max()) if defect_map is not None else 0.0
 
@@ -66,7 +68,7 @@ class AnomalyAdapter:
             defects = [Defect.from_box(self.class_name, score, box)]
         else:
             defects = []
-        return ModelOutput(score=score, defects=defects, defect_map=defect_map)
+        return ModelOutput(score, defects, defect_map, raw_score=raw_score, raw_map=raw_map)
 
 
 def _squeeze_map(value: np.ndarray, name: str) -> np.ndarray:

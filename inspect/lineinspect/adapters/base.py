@@ -16,6 +16,7 @@ class ModelOutput:
     """A model's findings on one image, in original-image pixels.
 
     score: image-level defect score in 0–1, higher = worse.
+    raw_map: (h, w) at model-input resolution (map it back with the Geometry).
     defect_map: (H, W) float32 per-pixel defect score in 0–1, where the model
     gives one (anomaly, segmentation), else None.
     """
@@ -23,6 +24,10 @@ class ModelOutput:
     score: float
     defects: list[Defect] = field(default_factory=list)
     defect_map: np.ndarray | None = None
+    # For ranking (evaluate's AUROC): the unclipped score and the map at model resolution where
+    # the adapter normalises and clips; None where `score`/`defect_map` already rank fully.
+    raw_score: float | None = None
+    raw_map: np.ndarray | None = None
 
 
 class Adapter(Protocol):

@@ -39,7 +39,6 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from tqdm import tqdm
 
-from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
 from lineinspect.preprocess import preprocess
+from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import FEATURES, GraphParts, feature_nodes
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
@@ -91,51 +91,44 @@ def teach_anomaly(good_images: Sequence[Path], out_dir: Path, options: TeachOpti
     spec = InputSpec(width=options.width, height=options.height, color="RGB", layout="NCHW", resize="stretch")
     tensors, sizes = _load(good_images, spec, options.progress)
 
-    order = np.random.default_rng(options.seed).permutation(len(tensors))
-    n_holdout = max(MIN_HOLDOUT_IMAGES, round(len(tensors) * options.holdout_fraction))
-    holdout, train = order[:n_holdout], order[n_holdout:]
-    if len(train) < MIN_TRAIN_IMAGES:
-        raise TeachError(
-            f"{len(tensors)} good images with --holdout {options.holdout_fraction:g} leave {len(train)} to learn "
-            f"from; at least {MIN_TRAIN_IMAGES} are needed (give more images or a smaller --holdout)"
-        )
+    holdout, train = split_holdout(len(tensors), options.holdout_fraction, np.random.default_rng(options.seed))
 
     mean, std = _feature_statistics(tensors[train], spec, options.progress)
     model = _anomaly_graph(spec, mean, std)
     session = _session(model)
     scores = _run(session, tensors[holdout])[1]
-    calibration = _calibrate(scores, options.target_false_reject)
+    calibration = calibrate_thresholds(scores, options.target_false_reject)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_dir / MODEL_FILE))
-    seconds = (time.monotonic_ns() - started) / 1e9
-    card = ModelCard(
+    card = write_anomaly_card(
+        out_dir,
         name=options.name,
         description=options.description
         or f"Anomaly model taught from {len(tensors)} images of good parts by lineinspect teach ({METHOD}).",
-        adapter="anomaly",
-        input=spec,
-        anomaly=calibration,
-        sha256=file_sha256(out_dir / MODEL_FILE),
-        trained={
-            "method": METHOD,
-            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "images": len(tensors),
-            "images_learned": len(train),
-            "images_held_back": len(holdout),
-            "image_sizes": sorted(f"{w}x{h}" for w, h in sizes),
-            "target_false_reject": options.target_false_reject,
-            "held_back_scores": {
-                "median": round(float(np.median(scores)), 4),
-                "max": round(float(scores.max()), 4),
-                "over_threshold": int((scores >= calibration.image_threshold).sum()),
-            },
-            "seconds": round(seconds, 1),
-            "pretrained_weights": None,
-        },
+        method=METHOD,
+        spec=spec,
+        calibration=calibration,
+        held_back_scores=scores,
+        target_false_reject=options.target_false_reject,
+        started_ns=started,
+        counts={"images": len(tensors), "images_learned": len(train), "images_held_back": len(holdout)},
+        details={"image_sizes": sorted(f"{w}x{h}" for w, h in sizes)},
     )
-    write_card(card, out_dir)
     return card
+
+
+def split_holdout(count: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (held back, learned): the held-back good images set the thresholds, never the model."""
+    order = rng.permutation(count)
+    n_holdout = max(MIN_HOLDOUT_IMAGES, round(count * fraction))
+    holdout, train = order[:n_holdout], order[n_holdout:]
+    if len(train) < MIN_TRAIN_IMAGES:
+        raise TeachError(
+            f"{count} good images with --holdout {fraction:g} leave {len(train)} to learn "
+            f"from; at least {MIN_TRAIN_IMAGES} are needed (give more images or a smaller --holdout)"
+        )
+    return holdout, train
 
 
 def _check_options(options: TeachOptions, count: int) -> None:
@@ -257,7 +250,7 @@ def _run(session: ort.InferenceSession, tensors: np.ndarray) -> tuple[np.ndarray
     return np.concatenate(maps), np.concatenate(scores)
 
 
-def _calibrate(scores: np.ndarray, target_false_reject: float) -> AnomalyCalibration:
+def calibrate_thresholds(scores: np.ndarray, target_false_reject: float) -> AnomalyCalibration:
     """Thresholds from the held-back good scores (see the module docstring, step 5)."""
     median = float(np.median(scores))
     empirical = float(np.quantile(scores, 1.0 - target_false_reject))

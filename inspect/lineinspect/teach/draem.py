@@ -18,7 +18,7 @@ ones:
 4. Export (ONNX opset 17): `anomaly_map` [N,1,H,W] = defect probability and
    `pred_score` [N] = the largest 9x9 average of the map, for the `anomaly`
    adapter. Thresholds come from held-back good images at the target
-   false-reject rate, as for the stats method (`anomaly._calibrate`).
+   false-reject rate, as for the stats method (`anomaly.calibrate_thresholds`).
 
 Needs torch (the `train` extra); the exported model needs only onnxruntime.
 """
@@ -31,7 +31,6 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lineinspect.datasets import find_defects, read_labelled
-from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard, file_sha256, write_card
-from lineinspect.teach.anomaly import _calibrate, _check_options
+from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
+from lineinspect.teach.anomaly import _check_options, calibrate_thresholds, split_holdout
+from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.good_folder import TeachError, read_good_images
 
 METHOD = "draem-style segmentation v1"
@@ -88,9 +88,8 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
     rng = np.random.default_rng(options.seed)
     size = (options.width, options.height)
     images = np.stack([_gray(image, size) for _, image in read_good_images(list(good_images))])
-    order = rng.permutation(len(images))
-    n_holdout = max(3, round(len(images) * options.holdout_fraction))
-    holdout, train = images[order[:n_holdout]], images[order[n_holdout:]]
+    held_idx, train_idx = split_holdout(len(images), options.holdout_fraction, rng)
+    holdout, train = images[held_idx], images[train_idx]
     real = _real_defects(defects, size) if defects is not None else []
 
     net = _unet(torch, options.base_channels)
@@ -122,7 +121,7 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
     with torch.no_grad():
         held = torch.from_numpy(holdout[:, None].astype(np.float32) / 255.0)
         scores = np.concatenate([exported(held[i : i + BATCH])[1].numpy() for i in range(0, len(held), BATCH)])
-    calibration = _calibrate(scores, options.target_false_reject)
+    calibration = calibrate_thresholds(scores, options.target_false_reject)
     out_dir.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 1, options.height, options.width)
     torch.onnx.export(
@@ -135,38 +134,26 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
         opset_version=OPSET,
         dynamo=False,
     )
-    seconds = (time.monotonic_ns() - started) / 1e9
     supervised = f", {len(real)} real defect images" if real else ""
-    card = ModelCard(
+    card = write_anomaly_card(
+        out_dir,
         name=options.name,
         description=options.description
         or f"Defect segmentation taught from {len(images)} good images{supervised} by lineinspect teach ({METHOD}).",
-        adapter="anomaly",
-        input=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
-        anomaly=calibration,
-        sha256=file_sha256(out_dir / MODEL_FILE),
-        trained={
-            "method": METHOD,
-            "supervised": bool(real),
-            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        method=METHOD,
+        spec=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
+        calibration=calibration,
+        held_back_scores=scores,
+        target_false_reject=options.target_false_reject,
+        started_ns=started,
+        counts={
             "images": len(images),
             "images_learned": len(train),
             "images_held_back": len(holdout),
             "defect_images_learned": len(real),
-            "epochs": options.epochs,
-            "steps": total_steps,
-            "threads": options.threads,
-            "target_false_reject": options.target_false_reject,
-            "held_back_scores": {
-                "median": round(float(np.median(scores)), 4),
-                "max": round(float(scores.max()), 4),
-                "over_threshold": int((scores >= calibration.image_threshold).sum()),
-            },
-            "seconds": round(seconds, 1),
-            "pretrained_weights": None,
         },
+        details={"supervised": bool(real), "epochs": options.epochs, "steps": total_steps, "threads": options.threads},
     )
-    write_card(card, out_dir)
     return card
 
 

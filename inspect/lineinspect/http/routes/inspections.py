@@ -42,6 +42,7 @@ router = APIRouter(prefix="/v1", tags=["inspections"])
 
 FILE_FIELD = "file"
 RECIPE_FIELD = "recipe"
+CAMERA_FIELD = "camera"
 # Room for the multipart boundaries and part headers around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_NAME_CHARS = 200
@@ -84,11 +85,13 @@ def inspect_upload(
     recipe_id: str | None,
     max_pixels: int,
     annotate: bool,
+    camera_id: str | None = None,
 ) -> InspectedUpload:
     """Decode and inspect one upload (runs in a pool thread).
 
     Raises ImageError for a file that is not a usable image; every other
-    failure is an `undecided` result.
+    failure is an `undecided` result. camera_id: the station camera that took
+    the image, so its calibration (undistortion, sizes in mm) applies.
     """
     t0 = time.monotonic_ns()
     try:
@@ -98,7 +101,7 @@ def inspect_upload(
     except Exception as exc:  # a decoder bug on a hostile file is still the file's fault: 422, not 500
         raise ImageError("corrupt", f"{name}: cannot be decoded: {type(exc).__name__}: {exc}") from None
     decode_ms = (time.monotonic_ns() - t0) / 1e6
-    frame = Frame(image=image, source=name)
+    frame = Frame(image=image, source=name, camera_id=camera_id)
     try:
         result = inspector.inspect(frame, recipe_id)
     except Exception as exc:  # the line must get a verdict, so an inspection bug is an undecided part
@@ -140,6 +143,10 @@ _UPLOAD_BODY = {
                         "type": "string",
                         "description": "Recipe id (same as the `recipe` query parameter).",
                     },
+                    CAMERA_FIELD: {
+                        "type": "string",
+                        "description": "Calibrated camera that took the image (same as the `camera` query parameter).",
+                    },
                 },
             }
         }
@@ -149,7 +156,10 @@ _UPLOAD_BODY = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Empty file or malformed multipart body."},
     401: {"model": ErrorBody, "description": f"API key missing or wrong ({API_KEY_HEADER} header)."},
-    404: {"model": ErrorBody, "description": "Unknown recipe; the message lists the station's recipes."},
+    404: {
+        "model": ErrorBody,
+        "description": "Unknown recipe, or a camera without a calibration; the message lists the known ones.",
+    },
     413: {"model": ErrorBody, "description": "Over http.max_upload_bytes or http.max_pixels."},
     415: {"model": ErrorBody, "description": "Not an image, an unsupported format, or not multipart/form-data."},
     422: {"model": ErrorBody, "description": "Truncated or corrupt image, or the `file` field is missing."},
@@ -179,11 +189,22 @@ async def create_inspection(
     pool: PoolDep,
     recipe: Annotated[str | None, Query(description="Recipe id; default: the station's default recipe.")] = None,
     annotate: Annotated[bool, Query(description="Also return the image with the defects drawn.")] = False,
+    camera: Annotated[
+        str | None,
+        Query(
+            description="Calibrated camera that took the image: its undistortion and mm scale apply and the "
+            "result carries its calibration id. Default: none (sizes in px).",
+            min_length=1,
+            max_length=MAX_NAME_CHARS,
+        ),
+    ] = None,
 ) -> JSONResponse:
     settings = services.settings
     inspector = services.inspector
     if recipe is not None:
         _check_recipe(inspector, recipe)
+    if camera is not None:
+        _check_camera(inspector, camera)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise ApiError(
@@ -197,10 +218,13 @@ async def create_inspection(
     if declared is not None and declared.isdigit() and int(declared) > body_limit:
         raise _too_large(settings.max_upload_bytes, f"the upload is {int(declared)} bytes")
 
-    data, filename, form_recipe = await _read_upload(request, body_limit, settings.max_upload_bytes)
+    data, filename, form_recipe, form_camera = await _read_upload(request, body_limit, settings.max_upload_bytes)
     if recipe is None and form_recipe:
         recipe = form_recipe
         _check_recipe(inspector, recipe)
+    if camera is None and form_camera:
+        camera = form_camera
+        _check_camera(inspector, camera)
 
     job = partial(
         inspect_upload,
@@ -210,6 +234,7 @@ async def create_inspection(
         recipe_id=recipe,
         max_pixels=settings.max_pixels,
         annotate=annotate,
+        camera_id=camera,
     )
     try:
         inspected = await pool.run(job, timeout_s=settings.inference_timeout_ms / 1000)
@@ -253,6 +278,18 @@ def _check_recipe(inspector: Inspector, recipe_id: str) -> None:
         raise ApiError(404, "unknown_recipe", str(exc)) from None
 
 
+def _check_camera(inspector: Inspector, camera_id: str) -> None:
+    # Only a calibrated camera changes the result; an unknown name is more likely a typo than intent.
+    if camera_id not in inspector.calibrations:
+        known = sorted(inspector.calibrations)
+        raise ApiError(
+            404,
+            "unknown_camera",
+            f"camera '{camera_id}' has no calibration on this station (calibrated cameras: {known or 'none'}); "
+            "name a calibrated camera, or leave camera out to have sizes in px",
+        )
+
+
 def _too_large(limit_bytes: int, what: str) -> ApiError:
     return ApiError(
         413,
@@ -261,14 +298,17 @@ def _too_large(limit_bytes: int, what: str) -> ApiError:
     )
 
 
-async def _read_upload(request: Request, body_limit: int, max_upload_bytes: int) -> tuple[bytes, str, str | None]:
-    """The `file` field's bytes, its file name, and the optional `recipe` field."""
+async def _read_upload(
+    request: Request, body_limit: int, max_upload_bytes: int
+) -> tuple[bytes, str, str | None, str | None]:
+    """The `file` field's bytes, its file name, and the optional `recipe` and `camera` fields."""
     limited = _LimitedReceive(request.receive, body_limit)
     limited_request = Request(request.scope, limited)
     try:
         async with limited_request.form(max_files=1, max_fields=8) as form:
             upload = form.get(FILE_FIELD)
             form_recipe = form.get(RECIPE_FIELD)
+            form_camera = form.get(CAMERA_FIELD)
             if upload is None:
                 fields = sorted(form.keys())
                 raise ApiError(
@@ -297,7 +337,12 @@ async def _read_upload(request: Request, body_limit: int, max_upload_bytes: int)
         raise ApiError(400, "client_disconnected", "the client closed the connection during the upload") from None
     if len(data) > max_upload_bytes:
         raise _too_large(max_upload_bytes, f"the file is {len(data)} bytes")
-    return data, filename, form_recipe if isinstance(form_recipe, str) else None
+    return (
+        data,
+        filename,
+        form_recipe if isinstance(form_recipe, str) else None,
+        form_camera if isinstance(form_camera, str) else None,
+    )
 
 
 def _clean_name(filename: str | None) -> str:
