@@ -28,6 +28,10 @@ def test_draem_teach_exports_an_anomaly_model_that_loads_and_scores(tmp_path: Pa
     card = load_card(out)
     assert card.adapter == "anomaly" and card.input.color == "GRAY"
     assert card.trained["supervised"] is True and card.trained["pretrained_weights"] is None
+    # The map is a probability: a threshold of 1 or more would never reject anything.
+    assert card.anomaly is not None
+    assert card.anomaly.image_threshold < 1.0 and card.anomaly.pixel_threshold < 1.0 + 1e-3
+    assert card.anomaly.pixel_threshold >= card.anomaly.image_threshold
     model = Model.load(out, RuntimeOptions(intra_op_threads=1))
     output = model.infer(np.full((100, 140, 3), 128, np.uint8)).output
     assert 0.0 <= output.score <= 1.0

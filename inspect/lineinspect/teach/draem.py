@@ -39,7 +39,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lineinspect.datasets import find_defects, read_labelled
-from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
+from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
+from lineinspect.retune import level_for
 from lineinspect.teach.anomaly import _check_options, calibrate_thresholds, split_holdout
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.good_folder import TeachError, read_good_images
@@ -142,7 +143,7 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
         or f"Defect segmentation taught from {len(images)} good images{supervised} by lineinspect teach ({METHOD}).",
         method=METHOD,
         spec=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
-        calibration=calibration,
+        calibration=_reachable(torch, exported, holdout, calibration, options.target_false_reject),
         held_back_scores=scores,
         target_false_reject=options.target_false_reject,
         started_ns=started,
@@ -155,6 +156,33 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
         details={"supervised": bool(real), "epochs": options.epochs, "steps": total_steps, "threads": options.threads},
     )
     return card
+
+
+def _reachable(
+    torch: Any, exported: Any, holdout: np.ndarray, calibration: AnomalyCalibration, target_false_reject: float
+) -> AnomalyCalibration:
+    """Thresholds this network can reach, keeping the target false-reject rate on the held-back parts.
+
+    Its map and score are probabilities (at most 1), so the shared rule's margin above the
+    held-back scores can land at 1 or more: such a model could never reject a part. Then the
+    image threshold is the empirical level (`retune.level_for`). The station rejects a part for
+    any map pixel at or above the pixel threshold, and a pixel of the map can exceed the pooled
+    image score, so the pixel threshold is the same level taken over the held-back parts'
+    largest map values (never below the image threshold).
+    """
+    with torch.no_grad():
+        held = torch.from_numpy(holdout[:, None].astype(np.float32) / 255.0)
+        pairs = [exported(held[i : i + BATCH]) for i in range(0, len(held), BATCH)]
+    scores = np.concatenate([score.numpy() for _, score in pairs]).astype(np.float64)
+    maxima = np.concatenate([m.amax(dim=(1, 2, 3)).numpy() for m, _ in pairs]).astype(np.float64)
+    image = calibration.image_threshold
+    if image >= 1.0:
+        image = level_for(scores, target_false_reject)[0]
+    pixel = max(image, level_for(maxima, target_false_reject)[0])
+    low = min(float(np.median(scores)), image - 1e-6)
+    return AnomalyCalibration(
+        image_threshold=image, pixel_threshold=pixel, score_min=low, score_max=max(2 * image - low, image + 1e-6)
+    )
 
 
 def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
