@@ -44,6 +44,8 @@ def test_station_publishes_one_result_per_part_with_right_verdicts_and_consecuti
             wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
             ids = [station.trigger("cam1", part_id=f"P{i}") for i in range(4)]
             sub.wait_until(lambda: len(sub.results()) >= 4, 10, "4 results did not arrive")
+            # A subscriber can see the last result before its PUBACK reaches the station.
+            wait_for(lambda: station.status()["outbox"]["depth"] == 0, 5, "outbox drained on PUBACK")
             status = station.status()
         sub.wait_until(lambda: sub.received("/status")[-1].json()["state"] == "offline", 5, "offline not published")
         bodies = [m.json() for m in sub.received("/result")]
