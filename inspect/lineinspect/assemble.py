@@ -58,6 +58,18 @@ def model_dir(station_dir: Path, name_or_path: str) -> Path:
     return station_dir / MODELS_DIR / name_or_path
 
 
+def model_option(station_dir: Path, value: str) -> Path:
+    """A command's `--model`: an existing folder as given, else a model name under the station's models/."""
+    given = Path(value)
+    folder = given if given.is_dir() else model_dir(station_dir, value)
+    if not folder.is_dir():
+        raise ModelError(
+            f"--model {value}: neither a model folder nor {folder}; "
+            "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
+        )
+    return folder
+
+
 def load_models(station_dir: Path, recipes: list[Recipe], options: RuntimeOptions) -> dict[str, Model]:
     """Load each model the recipes use, once."""
     models: dict[str, Model] = {}

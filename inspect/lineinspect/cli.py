@@ -361,7 +361,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from lineinspect.assemble import load_models, model_dir, runtime_options, single_model_inspector
+    from lineinspect.assemble import load_models, model_option, runtime_options, single_model_inspector
     from lineinspect.check import (
         CheckRow,
         CheckUsageError,
@@ -371,7 +371,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         write_report,
     )
     from lineinspect.config import STATION_FILE, HttpSection, RuntimeSection, load_station, station_dir_from
-    from lineinspect.errors import ModelError
     from lineinspect.inspector import Inspector
 
     report_path = Path(args.report) if args.report else None
@@ -391,14 +390,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
     options = runtime_options(config.runtime if config is not None else RuntimeSection())
     if args.model is not None:
-        given = Path(args.model)
-        folder = given if given.is_dir() else model_dir(station_dir, args.model)
-        if not folder.is_dir():
-            raise ModelError(
-                f"--model {args.model}: neither a model folder nor {station_dir / 'models' / args.model}; "
-                "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
-            )
-        inspector = single_model_inspector(folder, options, recipe)
+        inspector = single_model_inspector(model_option(station_dir, args.model), options, recipe)
     else:
         assert recipe is not None
         inspector = Inspector(load_models(station_dir, [recipe], options), {recipe.id: recipe}, recipe.id)
@@ -536,21 +528,14 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lineinspect.assemble import model_dir
+    from lineinspect.assemble import model_option
     from lineinspect.config import station_dir_from
     from lineinspect.datasets import find_defects, find_good
-    from lineinspect.errors import ModelError
     from lineinspect.evaluate import evaluate, write_report
     from lineinspect.evaluate_plots import write_plots
     from lineinspect.model import Model, RuntimeOptions
 
-    given = Path(args.model)
-    folder = given if given.is_dir() else model_dir(station_dir_from(args.station_dir), args.model)
-    if not folder.is_dir():
-        raise ModelError(
-            f"--model {args.model}: neither a model folder nor {folder}; "
-            "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
-        )
+    folder = model_option(station_dir_from(args.station_dir), args.model)
     good = find_good(Path(args.good))
     defects = find_defects(Path(args.defects), exclude=Path(args.good))
     model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))
@@ -593,19 +578,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_retune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lineinspect.assemble import model_dir
+    from lineinspect.assemble import model_option
     from lineinspect.config import station_dir_from
-    from lineinspect.errors import ModelError
     from lineinspect.model import Model, RuntimeOptions
     from lineinspect.retune import retune, save
 
-    given = Path(args.model)
-    folder = given if given.is_dir() else model_dir(station_dir_from(args.station_dir), args.model)
-    if not folder.is_dir():
-        raise ModelError(
-            f"--model {args.model}: neither a model folder nor {folder}; "
-            "give a folder holding model.onnx and model.yaml, or a model name under the station's models/"
-        )
+    folder = model_option(station_dir_from(args.station_dir), args.model)
     model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))
     retuned = retune(model, Path(args.good), args.target_false_reject)
     print(retuned.summary())
