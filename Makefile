@@ -21,10 +21,11 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# Everything the tests and tools need. System packages first: PyGObject compiles against libgirepository.
+# Everything the tests and tools need (torch, CPU build, for the teach tests). System packages first:
+# PyGObject compiles against libgirepository.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,train]'
 	touch $@ $(VENV)/.installed-run
 
 system-deps:

@@ -41,10 +41,12 @@ GOOD_CLASS = "MT_Free"
 METHODS: dict[str, list[str]] = {
     "stats": ["--method", "stats"],
     "patchknn": ["--method", "patchknn", "--size", "256x256", "--position-weight", "32", "--ignore-border", "24"],
+    "featnet": ["--method", "featnet", "--size", "256x256"],
+    "featnet-supervised": ["--method", "featnet", "--size", "256x256"],
     "draem": ["--method", "draem"],
     "draem-supervised": ["--method", "draem"],
 }
-SUPERVISED = {"draem-supervised"}
+SUPERVISED = {"featnet-supervised", "draem-supervised"}
 
 
 def main() -> int:

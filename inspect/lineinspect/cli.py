@@ -81,8 +81,12 @@ def cmd_teach(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.method == "draem":
         return _teach_draem(args, good, out)
-    if args.defects is not None:
-        raise LineinspectError(f"--defects: the {args.method} method learns from good images only; add --method draem")
+    if args.defects is not None and args.method != "featnet":
+        raise LineinspectError(
+            f"--defects: the {args.method} method learns from good images only; add --method featnet"
+        )
+    if args.steps is not None and args.method != "featnet":
+        raise LineinspectError(f"--steps: the {args.method} method does not train a network; add --method featnet")
     width, height = args.size
     options = TeachOptions(
         name=args.name or out.name,
@@ -97,6 +101,11 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
         patch = PatchOptions(teach=options, position_weight=args.position_weight, ignore_border_px=args.ignore_border)
         card = teach_patchknn(good, out, patch)
+    elif args.method == "featnet":
+        from lineinspect.teach.featnet import FeatNetOptions, teach_featnet
+
+        net = FeatNetOptions(teach=options, **({"steps": args.steps} if args.steps is not None else {}))
+        card = teach_featnet(good, Path(args.defects) if args.defects is not None else None, out, net)
     else:
         card = teach_anomaly(good, out, options)
     assert card.anomaly is not None
@@ -126,14 +135,19 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random hold-back split")
     p.add_argument(
         "--method",
-        choices=["stats", "patchknn", "draem"],
+        choices=["stats", "patchknn", "featnet", "draem"],
         default="stats",
         help="stats: filter-bank statistics per location (seconds, no extra; parts in a fixture); patchknn: "
-        "nearest good patch in a memory bank (seconds, no extra; parts that move); draem: a small "
-        "segmentation net trained from scratch on synthetic defects (minutes, needs the 'train' extra: torch)",
+        "nearest good patch in a memory bank (seconds, no extra; parts that move); featnet: a small network "
+        "on the filter bank, learnt from labelled defects (--defects) or painted ones (minutes, needs the "
+        "'train' extra: torch); draem: a U-Net on raw pixels trained on painted defects (slower, weaker)",
     )
-    p.add_argument("--defects", help="draem: folder of defective images with masks to learn from as well (supervised)")
+    p.add_argument(
+        "--defects",
+        help="featnet, draem: folder of defective images (masks beside them or in masks/) to learn from (supervised)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
+    p.add_argument("--steps", type=int, default=None, help="featnet: training batches of 16 images (default 1500)")
     p.add_argument(
         "--position-weight",
         type=float,

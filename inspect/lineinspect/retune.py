@@ -115,6 +115,24 @@ def level_for(scores: np.ndarray, target_false_reject: float) -> tuple[float, in
     return float(ordered[k]) + gap, k
 
 
+def empirical_calibration(
+    scores: np.ndarray, map_maxima: np.ndarray | None, target_false_reject: float
+) -> AnomalyCalibration:
+    """Anomaly thresholds that at most the target share of these good parts reach.
+
+    scores: their raw image scores; map_maxima: their anomaly maps' largest raw values (the
+    pixel threshold), or None for a model without a map. The held-back median maps to 0, the
+    threshold to 0.5 and its mirror to 1.
+    """
+    level = level_for(scores, target_false_reject)[0]
+    median = float(np.median(scores))
+    top = 2 * level - median if level > median else level + max(abs(level) * 1e-3, 1e-6)
+    pixel = level_for(map_maxima, target_false_reject)[0] if map_maxima is not None else level
+    return AnomalyCalibration(
+        image_threshold=level, pixel_threshold=pixel, score_min=median if median < top else top - 1e-6, score_max=top
+    )
+
+
 def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_images: int = 10) -> Retuned:
     """New thresholds from the good images under good_folder; the card is returned, not written."""
     if not 0.0 <= target_false_reject < 0.5:
@@ -130,16 +148,8 @@ def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_i
     if card.adapter == "anomaly":
         assert card.anomaly is not None
         old = card.anomaly.image_threshold
-        median = float(np.median(scores))
-        span_top = 2 * level - median if level > median else level + max(abs(level) * 1e-3, 1e-6)
-        pixel_level = level_for(maxima, target_false_reject)[0] if maxima is not None else level
-        card.anomaly = AnomalyCalibration(
-            image_threshold=level,
-            pixel_threshold=pixel_level,
-            score_min=median if median < span_top else span_top - 1e-6,
-            score_max=span_top,
-            map_output=card.anomaly.map_output,
-            score_output=card.anomaly.score_output,
+        card.anomaly = empirical_calibration(scores, maxima, target_false_reject).model_copy(
+            update={"map_output": card.anomaly.map_output, "score_output": card.anomaly.score_output}
         )
     elif card.adapter in ("segmentation", "classification"):
         defect_labels = [n for n in card.labels if n != card.background_class]

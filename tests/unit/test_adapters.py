@@ -70,6 +70,44 @@ def test_anomaly_runs_anomalib_v2_export_layout_when_outputs_are_named_as_anomal
     assert out.defects[0].box.x0 == pytest.approx(20, abs=2) and out.defects[0].box.x1 == pytest.approx(40, abs=2)
 
 
+def _score_without_map_pixels(tmp_path: Path, amap: np.ndarray, score: float) -> Path:
+    graph = constant_output_graph(
+        "head", [1, 1, 32, 32], {"pred_score": np.array([score], np.float32), "anomaly_map": amap}
+    )
+    card = {
+        "name": "head",
+        "adapter": "anomaly",
+        "input": {"width": 32, "height": 32, "color": "GRAY"},
+        "anomaly": {"image_threshold": 2.0, "pixel_threshold": 3.0, "score_min": 0.0, "score_max": 4.0},
+    }
+    return save_model(graph, tmp_path / "head", card)
+
+
+def test_anomaly_image_score_over_threshold_fails_the_part_at_the_maps_peak_when_no_pixel_reaches(
+    tmp_path: Path,
+) -> None:
+    # A model with an image head: the image score (2.8) reaches its threshold (2.0), the map
+    # (peak 2.6) stays under the pixel threshold (3.0). The part must not pass for want of pixels.
+    amap = np.full((1, 1, 32, 32), 0.5, np.float32)
+    amap[0, 0, 8:12, 20:24] = 2.6
+    model_dir = _score_without_map_pixels(tmp_path, amap, 2.8)
+    out = _infer(model_dir, np.zeros((64, 64, 3), np.uint8))
+    assert out.score == pytest.approx(0.7)
+    assert len(out.defects) == 1 and out.defects[0].score == pytest.approx(0.7)
+    box = out.defects[0].box
+    assert box.x0 == pytest.approx(40, abs=3) and box.x1 == pytest.approx(48, abs=3)
+    assert box.y0 == pytest.approx(16, abs=3) and box.y1 == pytest.approx(24, abs=3)
+    result = single_model_inspector(model_dir, OPTIONS).inspect(Frame(np.zeros((64, 64, 3), np.uint8)))
+    assert result.verdict is Verdict.FAIL
+
+
+def test_anomaly_image_score_under_threshold_and_quiet_map_pass(tmp_path: Path) -> None:
+    amap = np.full((1, 1, 32, 32), 0.5, np.float32)
+    out = _infer(_score_without_map_pixels(tmp_path, amap, 1.5), np.zeros((64, 64, 3), np.uint8))
+    assert out.score == pytest.approx(0.375)
+    assert out.defects == []
+
+
 def test_anomaly_model_is_refused_when_it_has_no_known_output(tmp_path: Path) -> None:
     graph = constant_output_graph("odd", [1, 3, 8, 8], {"logits": np.zeros((1, 2), np.float32)})
     card = {

@@ -43,4 +43,4 @@ def test_stats_method_refuses_defects(tmp_path: Path, capsys: pytest.CaptureFixt
     argv = ["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"),
             "--defects", str(tmp_path / "s" / "defective")]  # fmt: skip
     assert main(argv) == 2
-    assert "--defects: the stats method learns from good images only; add --method draem" in capsys.readouterr().err
+    assert "--defects: the stats method learns from good images only; add --method featnet" in capsys.readouterr().err

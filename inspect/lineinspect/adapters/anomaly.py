@@ -10,6 +10,8 @@ re-exporting.
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -63,12 +65,27 @@ class AnomalyAdapter:
 
         if defect_map is not None:
             defects = defects_from_mask(defect_map >= self.pixel_threshold, defect_map, self.class_name)
+            if not defects and score >= self.pixel_threshold:
+                # The image score says defective though no pixel reaches the pixel threshold (a
+                # model with an image head, or a pooled score): the part must still fail.
+                defects = [_at_peak(defect_map, score, self.class_name, geometry)]
         elif score >= self.pixel_threshold:
             box = Box(0.0, 0.0, float(geometry.image_width), float(geometry.image_height))
             defects = [Defect.from_box(self.class_name, score, box)]
         else:
             defects = []
         return ModelOutput(score, defects, defect_map, raw_score=raw_score, raw_map=raw_map)
+
+
+def _at_peak(defect_map: np.ndarray, score: float, class_name: str, geometry: Geometry) -> Defect:
+    """One defect with the image score, where the map is hottest: the region at half its peak or more."""
+    peak = float(defect_map.max())
+    if peak <= 0.0:  # the map says nothing: the whole image is the defect
+        return Defect.from_box(
+            class_name, score, Box(0.0, 0.0, float(geometry.image_width), float(geometry.image_height))
+        )
+    hottest = max(defects_from_mask(defect_map >= peak / 2, defect_map, class_name), key=lambda d: d.score)
+    return dataclasses.replace(hottest, score=score)
 
 
 def _squeeze_map(value: np.ndarray, name: str) -> np.ndarray:

@@ -23,8 +23,9 @@ fixture and look alike, so "unlike the good parts at this place" is a defect:
    threshold is set where the held-back scores give the target false-reject
    rate (the larger of the empirical quantile and a normal fit, plus a 25 %
    margin of its distance from the median). The pixel threshold is the same
-   value: a good part must show no defect region at all, so a recipe's size
-   limits decide only between defects. score_min is the held-back median
+   rule over the held-back maps' largest values (here the same value, as the
+   score is the map's maximum): a good part must show no defect region at
+   all, so a recipe's size limits decide only between defects. score_min is the held-back median
    (normalised 0) and score_max the mirror of it about the threshold
    (normalised 1).
 
@@ -96,8 +97,8 @@ def teach_anomaly(good_images: Sequence[Path], out_dir: Path, options: TeachOpti
     mean, std = _feature_statistics(tensors[train], spec, options.progress)
     model = _anomaly_graph(spec, mean, std)
     session = _session(model)
-    scores = _run(session, tensors[holdout])[1]
-    calibration = calibrate_thresholds(scores, options.target_false_reject)
+    maps, scores = _run(session, tensors[holdout])
+    calibration = calibrate_thresholds(scores, options.target_false_reject, map_maxima=maps.max(axis=(1, 2)))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_dir / MODEL_FILE))
@@ -250,17 +251,31 @@ def _run(session: ort.InferenceSession, tensors: np.ndarray) -> tuple[np.ndarray
     return np.concatenate(maps), np.concatenate(scores)
 
 
-def calibrate_thresholds(scores: np.ndarray, target_false_reject: float) -> AnomalyCalibration:
-    """Thresholds from the held-back good scores (see the module docstring, step 5)."""
+def calibrate_thresholds(
+    scores: np.ndarray, target_false_reject: float, *, map_maxima: np.ndarray | None = None
+) -> AnomalyCalibration:
+    """Thresholds from the held-back good scores (see the module docstring, step 5).
+
+    map_maxima: the held-back images' largest anomaly-map values. A part fails on any map pixel
+    at or above the pixel threshold, so where a map can peak above the image score, the pixel
+    threshold is the same level taken over those maxima (never below the image threshold).
+    """
+    threshold = _level(scores, target_false_reject)
+    pixel = threshold if map_maxima is None else max(threshold, _level(map_maxima, target_false_reject))
     median = float(np.median(scores))
-    empirical = float(np.quantile(scores, 1.0 - target_false_reject))
-    spread = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
-    fitted = float(np.mean(scores)) + statistics.NormalDist().inv_cdf(1.0 - target_false_reject) * spread
-    level = max(empirical, fitted)
-    threshold = level + THRESHOLD_MARGIN * max(level - median, 1e-3)
     return AnomalyCalibration(
         image_threshold=round(threshold, 4),
-        pixel_threshold=round(threshold, 4),
+        pixel_threshold=round(pixel, 4),
         score_min=round(median, 4),
         score_max=round(2 * threshold - median, 4),
     )
+
+
+def _level(values: np.ndarray, target_false_reject: float) -> float:
+    """The larger of the empirical quantile and a normal fit, plus THRESHOLD_MARGIN of its distance from the median."""
+    median = float(np.median(values))
+    empirical = float(np.quantile(values, 1.0 - target_false_reject))
+    spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    fitted = float(np.mean(values)) + statistics.NormalDist().inv_cdf(1.0 - target_false_reject) * spread
+    level = max(empirical, fitted)
+    return level + THRESHOLD_MARGIN * max(level - median, 1e-3)

@@ -44,6 +44,7 @@ from lineinspect.retune import level_for
 from lineinspect.teach.anomaly import _check_options, calibrate_thresholds, split_holdout
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.good_folder import TeachError, read_good_images
+from lineinspect.teach.painted import paint_defect
 
 METHOD = "draem-style segmentation v1"
 CROP_PX = 128
@@ -225,46 +226,13 @@ def _batch(
             target = np.zeros_like(crop)
             if rng.random() < 0.75:
                 other = good[int(rng.integers(len(good)))][window].astype(np.float32)
-                crop, target = _paint_defect(rng, crop, other)
+                crop, target = paint_defect(rng, crop, other)
         crop = crop * float(rng.uniform(0.8, 1.2))  # lamp and exposure drift
         if rng.random() < 0.5:
             crop, target = crop[:, ::-1], target[:, ::-1]
         xs.append(np.clip(crop, 0, 255) / 255.0)
         ys.append(target)
     return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)[:, None].astype(np.float32)
-
-
-def _paint_defect(rng: np.random.Generator, crop: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one made-up defect on a (C, C) float crop; return (crop, mask 0/1)."""
-    c = crop.shape[0]
-    if rng.random() < 0.35:
-        mask = np.zeros((c, c), np.uint8)
-        points = [rng.uniform(0, c, 2)]
-        heading = rng.uniform(0, 2 * np.pi)
-        for _ in range(int(rng.integers(3, 9))):
-            heading += rng.normal(0, 0.5)
-            points.append(points[-1] + rng.uniform(5, 20) * np.array([np.cos(heading), np.sin(heading)]))
-        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, int(rng.integers(1, 4)))
-    else:
-        cells = int(rng.integers(2, 8))
-        noise = cv2.resize(rng.random((cells, cells)).astype(np.float32), (c, c), interpolation=cv2.INTER_CUBIC)
-        level = np.quantile(noise, 1 - rng.uniform(0.005, 0.12))
-        mask = (noise >= level).astype(np.uint8)
-    mask_f = mask.astype(np.float32)
-    kind = rng.integers(4)
-    if kind == 0:
-        fill = crop * rng.uniform(0.2, 0.7)  # dark: holes, cracks, breaks
-    elif kind == 1:
-        fill = crop * rng.uniform(1.3, 2.0)  # bright: glare, chips
-    elif kind == 2:
-        fill = np.roll(other, (int(rng.integers(c)), int(rng.integers(c))), (0, 1)) * rng.uniform(0.5, 1.5)
-    else:
-        fill = crop.mean() + rng.normal(0, rng.uniform(10, 60), crop.shape)
-    beta = rng.uniform(0.5, 1.0)
-    soft = cv2.GaussianBlur(mask_f, (0, 0), 0.8)
-    painted = crop * (1 - beta * soft) + fill * beta * soft
-    changed = (np.abs(painted - crop) > 6) & (mask > 0)  # a defect nobody could see is not a defect
-    return painted, changed.astype(np.float32)
 
 
 def _unet(torch: Any, base: int) -> Any:

@@ -107,8 +107,8 @@ def teach_patchknn(good_images: Sequence[Path], out_dir: Path, options: PatchOpt
     mean, std, bank = memory_bank(patches, options, rng)
 
     model = patchknn_graph(spec, mean, std, bank, options.ignore_border_px)
-    scores = run(session(model), tensors[holdout])[1]
-    calibration = calibrate_thresholds(scores, teach.target_false_reject)
+    maps, scores = run(session(model), tensors[holdout])
+    calibration = calibrate_thresholds(scores, teach.target_false_reject, map_maxima=maps.max(axis=(1, 2)))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out_dir / MODEL_FILE))

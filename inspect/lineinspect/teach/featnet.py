@@ -1,0 +1,345 @@
+"""Teach a small network on top of the fixed filter bank (`lineinspect teach --method featnet`).
+
+Method ("filter-bank network"), chosen because a line-side box has two CPU
+cores, no internet and no pretrained weights, yet should learn from the
+plant's own labelled defects in minutes:
+
+1. Every image is read as gray, stretched to the model input and divided by
+   its mean brightness (lamp drift); the fixed filter bank of the patch
+   method (`patchknn.patch_features`: brightness, differences of Gaussians,
+   gradient and texture energy, Hessian blob and line responses, the cell's
+   place) describes every 4x4 pixel cell with 16 numbers. Nothing there is
+   learned, so the features of every training image are computed once.
+2. A small network learns on those cells: a 1x1 layer, five 3x3 layers with
+   growing dilation (1, 2, 4, 8, 1: each cell sees about 120 px of the input
+   around it, enough to tell a tile's end from a break) and two heads — a
+   per-cell defect logit (the map) and a per-image defect logit (from the
+   mean and maximum of the last layer and of the map). Both are trained with
+   binary cross-entropy, on batches that are half good and half defective
+   images, flipped at random.
+3. Supervised (`--defects DIR`): the defective images and their masks (a
+   cell is defective when any of its pixels is). A defective image without a
+   mask still teaches the image head. Unsupervised (good images only):
+   defects painted onto good images (`painted.paint_defect`) take their place.
+4. Export: one ONNX graph — the filter bank, then the network (exported by
+   torch, opset 17) — with `anomaly_map` [N,1,H,W] (the cell logits, resized
+   to the input) and `pred_score` [N] (the image logit), for the `anomaly`
+   adapter. Logits, not probabilities, so that clear defects do not all tie
+   at 1.0 and the thresholds are never out of reach.
+5. Thresholds from held-back good images at the target false-reject rate
+   (the empirical level, as `lineinspect retune` sets it): the image
+   threshold from their scores, the pixel threshold from their maps' largest
+   values. Look at the held-back parts that score highest (the card gives
+   their maximum): on the magnetic tiles the top one shows a dark pit. A part whose image
+   score reaches its threshold fails even where no map pixel reaches the
+   pixel threshold (the adapter reports it at the map's peak).
+
+Needs torch (the `train` extra) to teach; the model needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from lineinspect.datasets import find_defects, read_labelled
+from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
+from lineinspect.retune import empirical_calibration
+from lineinspect.teach.anomaly import TeachOptions, _bar, _check_options, split_holdout
+from lineinspect.teach.card import write_anomaly_card
+from lineinspect.teach.filter_bank import GraphParts
+from lineinspect.teach.good_folder import TeachError, read_good_images
+from lineinspect.teach.painted import paint_defect
+from lineinspect.teach.patchknn import CELL_PX, FEATURE_COUNT, _model, gray_tensor, patch_features, run, session
+
+METHOD = "filter-bank network v1"
+OPSET = 17
+FEATURES = "patch_features"
+BATCH = 16
+# Position (y, x) is the last two feature channels: a flip moves the look of a cell, not the grid.
+LOOK_CHANNELS = FEATURE_COUNT - 2
+DILATIONS = (1, 2, 4, 8, 1)
+IMAGE_LOSS_WEIGHT = 0.5
+# Unsupervised: painted images per good training image (each painted once, up front).
+PAINTED_PER_GOOD = 4
+
+
+@dataclass(frozen=True, slots=True)
+class FeatNetOptions:
+    """steps: training batches of 16 images. channels: the network's width. threads: torch CPU threads."""
+
+    teach: TeachOptions
+    steps: int = 1500
+    channels: int = 32
+    threads: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Examples:
+    """Training images as features: (N, F, h, w) float32, cell masks (N, h, w) float32, labels, mask known."""
+
+    features: np.ndarray
+    masks: np.ndarray
+    defective: np.ndarray
+    has_mask: np.ndarray
+
+
+def teach_featnet(
+    good_images: Sequence[Path], defects: Path | None, out_dir: Path, options: FeatNetOptions
+) -> ModelCard:
+    """Train, calibrate and export model.onnx + model.yaml into out_dir; return the card."""
+    try:
+        import torch
+    except ImportError:
+        raise TeachError(
+            "--method featnet needs torch, which the service does not: pip install 'lineinspect[train]' "
+            "(or use --method stats or patchknn)"
+        ) from None
+    teach = options.teach
+    _check_options(teach, len(good_images))
+    if teach.width % CELL_PX or teach.height % CELL_PX or min(teach.width, teach.height) < 64:
+        raise TeachError(
+            f"--size {teach.width}x{teach.height}: --method featnet needs both sides multiples of {CELL_PX} "
+            "and at least 64 px"
+        )
+    if options.steps < 1:
+        raise TeachError(f"--steps {options.steps}: train for at least one step (default 1500)")
+    started = time.monotonic_ns()
+    torch.manual_seed(teach.seed)
+    torch.set_num_threads(options.threads)
+    rng = np.random.default_rng(teach.seed)
+    spec = InputSpec(width=teach.width, height=teach.height, color="GRAY", layout="NCHW", resize="stretch")
+
+    images = [gray_tensor(image, spec) for _, image in read_good_images(list(good_images))]
+    tensors = np.stack(images)
+    holdout, train = split_holdout(len(tensors), teach.holdout_fraction, rng)
+    parts = GraphParts()
+    feature_name = patch_features(parts, "input", spec)
+    features_only = session(_model(parts, spec, {feature_name: -1}), options.threads)
+    good = _features(features_only, tensors[train], "features of good parts", teach.progress)
+    cells = good.shape[-2:]
+    if defects is not None:
+        bad = _real_defects(features_only, defects, spec, cells, teach.progress)
+    else:
+        bad = _painted_defects(features_only, tensors[train], rng, cells, teach.progress)
+
+    net = _network(torch, good, options.channels)
+    _train(torch, net, good, bad, options, rng)
+
+    model = _export(torch, net, parts, spec, feature_name)
+    maps, scores = run(session(model, options.threads), tensors[holdout])
+    # Empirical levels, no normal fit or margin: logits of good parts are far from normal (a long
+    # tail towards the few that look a little like a defect), and a margin measured in logits
+    # would put the threshold out of reach of real defects.
+    calibration = empirical_calibration(scores, maps.max(axis=(1, 2)), teach.target_false_reject)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_dir / MODEL_FILE))
+    supervised = defects is not None
+    taught_from = (
+        f"{int(bad.defective.sum())} defective images" if supervised else f"{len(bad.defective)} painted defects"
+    )
+    return write_anomaly_card(
+        out_dir,
+        name=teach.name,
+        description=teach.description
+        or f"Defect model taught from {len(tensors)} good images and {taught_from} by lineinspect teach ({METHOD}).",
+        method=METHOD,
+        spec=spec,
+        calibration=calibration,
+        held_back_scores=scores,
+        target_false_reject=teach.target_false_reject,
+        started_ns=started,
+        counts={
+            "images": len(tensors),
+            "images_learned": len(train),
+            "images_held_back": len(holdout),
+            "defect_images_learned": int(bad.defective.sum()) if supervised else 0,
+        },
+        details={
+            "supervised": supervised,
+            "painted_defects": 0 if supervised else len(bad.defective),
+            "defect_images_without_mask": int((~bad.has_mask).sum()) if supervised else 0,
+            "steps": options.steps,
+            "batch": BATCH,
+            "channels": options.channels,
+            "threads": options.threads,
+        },
+    )
+
+
+def _features(sess: Any, tensors: np.ndarray, desc: str, progress: bool) -> np.ndarray:
+    name = sess.get_outputs()[0].name
+    out = []
+    with _bar(len(tensors), desc, progress) as bar:
+        for start in range(0, len(tensors), 8):
+            out.append(sess.run([name], {"input": tensors[start : start + 8]})[0])
+            if bar is not None:
+                bar.update(len(out[-1]))
+    return np.concatenate(out).astype(np.float32)
+
+
+def _cell_mask(mask: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
+    """(H, W) 0/1 at the model input → (h, w): a cell is defective when any of its pixels is."""
+    h, w = cells
+    return mask.reshape(h, CELL_PX, w, CELL_PX).max(axis=(1, 3)).astype(np.float32)
+
+
+def _real_defects(sess: Any, folder: Path, spec: InputSpec, cells: tuple[int, int], progress: bool) -> _Examples:
+    tensors, masks, known = [], [], []
+    for item in find_defects(folder):
+        image, mask = read_labelled(item)
+        tensors.append(gray_tensor(image, spec))
+        known.append(mask is not None)
+        if mask is None:
+            masks.append(np.zeros(cells, np.float32))
+        else:
+            resized = cv2.resize(mask.astype(np.uint8), (spec.width, spec.height), interpolation=cv2.INTER_NEAREST)
+            masks.append(_cell_mask(resized, cells))
+    if len(tensors) < 2:
+        raise TeachError(f"--defects {folder}: {len(tensors)} defective image(s); give at least 2 (dozens work best)")
+    features = _features(sess, np.stack(tensors), "features of defective parts", progress)
+    return _Examples(features, np.stack(masks), np.ones(len(tensors), bool), np.array(known))
+
+
+def _painted_defects(
+    sess: Any, tensors: np.ndarray, rng: np.random.Generator, cells: tuple[int, int], progress: bool
+) -> _Examples:
+    painted, masks = [], []
+    for _ in range(PAINTED_PER_GOOD * len(tensors)):
+        image = tensors[int(rng.integers(len(tensors)))][0] * 255.0
+        other = tensors[int(rng.integers(len(tensors)))][0] * 255.0
+        mask = np.zeros_like(image)
+        for _ in range(int(rng.integers(1, 3))):
+            image, one = paint_defect(rng, image, other)
+            mask = np.maximum(mask, one)
+        painted.append(np.clip(image, 0, 255)[None] / 255.0)
+        masks.append(_cell_mask(mask, cells))
+    keep = [i for i, m in enumerate(masks) if m.any()]  # a paint job too faint to see is no defect
+    features = _features(sess, np.stack([painted[i] for i in keep]).astype(np.float32), "painted defects", progress)
+    return _Examples(features, np.stack([masks[i] for i in keep]), np.ones(len(keep), bool), np.ones(len(keep), bool))
+
+
+def _network(torch: Any, good: np.ndarray, channels: int) -> Any:
+    nn = torch.nn
+    mean = torch.from_numpy(good.mean(axis=(0, 2, 3)).reshape(1, -1, 1, 1).astype(np.float32))
+    inv_std = torch.from_numpy(
+        (1.0 / np.maximum(good.std(axis=(0, 2, 3)), 1e-4)).reshape(1, -1, 1, 1).astype(np.float32)
+    )
+
+    def layer(width: int, dilation: int) -> Any:
+        return nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+
+    class FeatNet(nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", mean)
+            self.register_buffer("inv_std", inv_std)
+            self.body = nn.Sequential(
+                nn.Conv2d(FEATURE_COUNT, channels, 1), nn.ReLU(inplace=True), *(layer(channels, d) for d in DILATIONS)
+            )
+            self.cell_head = nn.Conv2d(channels, 1, 1)
+            self.image_head = nn.Linear(2 * channels + 2, 1)
+
+        def forward(self, features: Any) -> tuple[Any, Any]:
+            x = self.body((features - self.mean) * self.inv_std)
+            cell_logit = self.cell_head(x)
+            prob = torch.sigmoid(cell_logit)
+            pooled = torch.cat(
+                [x.mean(dim=(2, 3)), x.amax(dim=(2, 3)), prob.mean(dim=(2, 3)), prob.amax(dim=(2, 3))], 1
+            )
+            return cell_logit, self.image_head(pooled)[:, 0]
+
+    return FeatNet()
+
+
+def _train(
+    torch: Any, net: Any, good: np.ndarray, bad: _Examples, options: FeatNetOptions, rng: np.random.Generator
+) -> None:
+    f = torch.nn.functional
+    optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=options.steps)
+    zero_mask = np.zeros(good.shape[-2:], np.float32)
+    net.train()
+    # No tqdm object at all when progress is off (a disabled bar keeps tqdm's monitor thread alive).
+    with tqdm(total=options.steps, desc="training", unit="step") if options.teach.progress else nullcontext() as bar:
+        for _ in range(options.steps):
+            xs, ms, ys, weights = [], [], [], []
+            for _ in range(BATCH):
+                if rng.random() < 0.5:
+                    i = int(rng.integers(len(bad.defective)))
+                    x, m, y, known = bad.features[i].copy(), bad.masks[i].copy(), 1.0, bool(bad.has_mask[i])
+                else:
+                    x, m, y, known = good[int(rng.integers(len(good)))].copy(), zero_mask.copy(), 0.0, True
+                for axis in (1, 2):  # flips move the look of the cells, never the position grid
+                    if rng.random() < 0.5:
+                        x[:LOOK_CHANNELS] = np.flip(x[:LOOK_CHANNELS], axis=axis)
+                        m = np.flip(m, axis=axis - 1)
+                xs.append(x)
+                ms.append(np.ascontiguousarray(m))
+                ys.append(y)
+                weights.append(1.0 if known else 0.0)
+            cell_logit, image_logit = net(torch.from_numpy(np.stack(xs)))
+            target = torch.from_numpy(np.stack(ms)[:, None])
+            weight = torch.tensor(weights, dtype=torch.float32).reshape(-1, 1, 1, 1).expand_as(target)
+            cell_loss = f.binary_cross_entropy_with_logits(cell_logit, target, weight=weight)
+            image_loss = f.binary_cross_entropy_with_logits(image_logit, torch.tensor(ys, dtype=torch.float32))
+            loss = cell_loss + IMAGE_LOSS_WEIGHT * image_loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(cells=f"{float(cell_loss.detach()):.3f}", images=f"{float(image_loss.detach()):.3f}")
+    net.eval()
+
+
+def _export(torch: Any, net: Any, parts: GraphParts, spec: InputSpec, feature_name: str) -> onnx.ModelProto:
+    """The filter bank graph followed by the trained network, as one ONNX model."""
+    nn = torch.nn
+
+    class Outputs(nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, features: Any) -> tuple[Any, Any]:
+            cell_logit, image_logit = self.net(features)
+            size = (spec.height, spec.width)
+            return nn.functional.interpolate(cell_logit, size=size, mode="bilinear", align_corners=False), image_logit
+
+    h, w = spec.height // CELL_PX, spec.width // CELL_PX
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            Outputs().eval(),
+            (torch.zeros(1, FEATURE_COUNT, h, w),),
+            buffer,
+            input_names=[FEATURES],
+            output_names=["anomaly_map", "pred_score"],
+            dynamic_axes={FEATURES: {0: "batch"}, "anomaly_map": {0: "batch"}, "pred_score": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    head = onnx.load_from_string(buffer.getvalue())
+    head = onnx.compose.add_prefix(head, "net_", rename_inputs=False, rename_outputs=False)
+    bank = _model(parts, spec, {feature_name: -1})
+    head.ir_version = bank.ir_version
+    merged = onnx.compose.merge_models(bank, head, io_map=[(feature_name, FEATURES)], producer_name="lineinspect teach")
+    merged.graph.name = "lineinspect_featnet"
+    onnx.checker.check_model(merged)
+    return merged
