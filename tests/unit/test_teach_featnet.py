@@ -104,3 +104,33 @@ def test_steps_are_refused_for_a_method_that_trains_no_network(parts: Path, caps
     argv = ["teach", "--good", str(parts / "train" / "good"), "--out", str(parts / "y"), "--steps", "10"]
     assert main(argv) == 2
     assert "--steps: the stats method does not train a network; add --method featnet" in capsys.readouterr().err
+
+
+def test_featnet_learns_from_a_mix_of_colour_gray_and_sizes(parts: Path, tmp_path: Path) -> None:
+    """Real folders mix cameras: colour and gray files of several sizes, each mask the size of its image."""
+    import cv2
+
+    good, defects = tmp_path / "good", tmp_path / "defects"
+    good.mkdir()
+    defects.mkdir()
+    sizes = [(192, 144), (260, 200), (120, 230)]
+    for i, path in enumerate(sorted((parts / "train" / "good").glob("*.png"))[:24]):
+        image = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), sizes[i % 3])
+        cv2.imwrite(str(good / f"{i:02}.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if i % 2 else image)
+    for i, item in enumerate(find_defects(parts / "train" / "defective")[:6]):
+        image, mask = read_labelled(item)
+        assert mask is not None
+        image, mask8 = cv2.resize(image, sizes[i % 3]), cv2.resize(mask.astype(np.uint8) * 255, sizes[i % 3])
+        cv2.imwrite(str(defects / f"d{i}.jpg"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if i % 2 else image)
+        cv2.imwrite(str(defects / f"d{i}_mask.png"), mask8)
+    out = tmp_path / "model"
+    argv = ["teach", "--method", "featnet", "--good", str(good), "--out", str(out), "--defects", str(defects),
+            "--size", "128x96", "--steps", "20"]  # fmt: skip
+    assert main(argv) == 0
+    card = load_card(out)
+    assert card.trained["images"] == 24 and card.trained["defect_images_learned"] == 6
+    assert card.trained["defect_images_without_mask"] == 0
+    model = Model.load(out, OPTIONS)
+    for shape in ((144, 192, 3), (230, 120)):
+        output = model.infer(np.full(shape, 100, np.uint8)).output
+        assert output.defect_map is not None and output.defect_map.shape == shape[:2]
