@@ -1,0 +1,47 @@
+"""Made-up defects for the unsupervised teach methods: visible, labelled where painted, of every kind."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from lineinspect.teach import painted
+
+
+def _part(seed: int, h: int = 256, w: int = 256) -> np.ndarray:
+    """A textured gray part: grinding streaks on a mid-gray surface, (H, W) float 0–255."""
+    rng = np.random.default_rng(seed)
+    streaks = cv2.resize(rng.normal(0, 12, (1, w)).astype(np.float32), (w, h))
+    return np.clip(110 + streaks + rng.normal(0, 3, (h, w)), 0, 255).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", painted.SHAPES)
+def test_every_shape_is_painted_visibly_and_labelled_where_it_changed_the_part(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(painted, "SHAPES", (shape,))
+    monkeypatch.setattr(painted, "SHAPE_WEIGHTS", (1.0,))
+    rng = np.random.default_rng(1)
+    labelled = 0
+    for i in range(20):
+        image, other = _part(i), _part(100 + i)
+        out, mask = painted.paint_defect(rng, image.copy(), other)
+        assert out.shape == image.shape and mask.shape == image.shape and set(np.unique(mask)) <= {0.0, 1.0}
+        # The label is exactly what changed visibly; nothing outside it changed more than that.
+        assert (mask.astype(bool) == (np.abs(out - image) > painted.VISIBLE_LEVELS)).all()
+        assert np.abs(out - image)[mask == 0].max(initial=0) <= painted.VISIBLE_LEVELS
+        labelled += bool(mask.any())
+    assert labelled >= 14  # a faint paint job may leave no visible pixel; most leave a defect
+
+
+def test_shapes_scale_with_the_image_so_a_small_input_keeps_small_defects() -> None:
+    areas: dict[int, list[float]] = {256: [], 768: []}
+    for side in areas:
+        for i in range(60):
+            rng = np.random.default_rng(i)  # the same shapes at both sizes
+            _, mask = painted.paint_defect(rng, _part(i, side, side), _part(i + 1, side, side))
+            if mask.any():
+                areas[side].append(float(mask.mean()))
+    # The share of the image a defect covers does not depend on the image's size (within noise).
+    assert 0.6 < np.median(areas[256]) / np.median(areas[768]) < 1.6
