@@ -7,10 +7,9 @@ ones:
 
 1. Good images are resized to the model input and converted to gray; the
    network divides each image by its own mean brightness first (lamp drift).
-2. Training pairs are made on the fly: a random blob or line mask (smoothed
-   noise, thresholded; or a random crack-like polyline) is painted onto a
-   random crop of a good image, filled with a darker or brighter copy of the
-   part, a patch of another good image, or noise. The network learns to mark
+2. Training pairs are made on the fly: a made-up defect (`painted.paint_defect`:
+   a crack, pits, an edge chip, a blob or a large area of changed texture) is
+   painted onto a random crop of a good image. The network learns to mark
    exactly the painted pixels. With `--defects`, real defective images with
    their masks are mixed in (supervised), a third of every batch.
 3. The network is a 4-level U-Net (16 base channels, ~0.5 M weights) trained

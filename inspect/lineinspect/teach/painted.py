@@ -3,8 +3,18 @@
 A plant has many good parts and few labelled bad ones, so the networks learn
 what "not like the good parts" looks like from defects painted at random onto
 good images (after DRAEM's idea, Zavrtanik et al., ICCV 2021; no code of theirs
-is used): a blob or a crack-like line, filled with a darker or brighter copy of
-the part (holes, chips, glare), a patch of another good part, or noise.
+is used). The shapes cover the surface defects of most machined, pressed or
+sintered parts, at every scale a line camera sees them:
+
+- a crack: a thin wandering line, 1–3 px wide, often faint;
+- a pit: one or a few small round spots, a few pixels across (blowholes, pores);
+- a chip: a blob cut into the part's edge (breaks, missing material);
+- a blob: a patch of any shape, up to an eighth of the image (stains, dents, frays);
+- an area: a large smooth region, up to half the image, whose brightness or
+  texture differs a little (uneven grinding, coating, polish).
+
+Each is filled with a darker or brighter copy of the part, a patch of another
+good part, noise, or the part's own texture smoothed away or sharpened.
 """
 
 from __future__ import annotations
@@ -14,40 +24,93 @@ import numpy as np
 
 # A painted change smaller than this (gray levels) is not a defect anybody could see.
 VISIBLE_LEVELS = 6
+# Shape kinds and how often each is painted.
+SHAPES = ("crack", "pit", "chip", "blob", "area")
+SHAPE_WEIGHTS = (0.25, 0.2, 0.15, 0.25, 0.15)
 
 
 def paint_defect(rng: np.random.Generator, image: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Paint one made-up defect on a (H, W) float gray image; return (image, mask 0/1 float32).
+    """Paint one made-up defect on a (H, W) float gray image (0–255); return (image, mask 0/1 float32).
 
     other: another good image of the same size, the source of "foreign material" fills.
     """
     h, w = image.shape
-    if rng.random() < 0.35:
-        mask = np.zeros((h, w), np.uint8)
+    scale = min(h, w) / 256  # shapes are drawn for a 256 px image and scaled to this one
+    shape = SHAPES[int(rng.choice(len(SHAPES), p=SHAPE_WEIGHTS))]
+    mask = _shape_mask(rng, shape, h, w, scale)
+    if shape == "area":
+        fill = _subtle_fill(rng, image)
+        beta = 1.0
+    else:
+        fill = _fill(rng, image, other, strong=True)
+        beta = rng.uniform(0.5, 1.0)
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8 if shape != "area" else 3.0 * scale)
+    painted = image * (1 - beta * soft) + fill * beta * soft
+    # The label is every pixel the paint changed visibly, soft edges included, and nothing else.
+    changed = np.abs(painted - image) > VISIBLE_LEVELS
+    return painted, changed.astype(np.float32)
+
+
+def _shape_mask(rng: np.random.Generator, shape: str, h: int, w: int, scale: float) -> np.ndarray:
+    """(H, W) uint8 0/1."""
+    mask = np.zeros((h, w), np.uint8)
+    if shape == "crack":
         points = [rng.uniform(0, 1, 2) * (w, h)]
         heading = rng.uniform(0, 2 * np.pi)
-        step = min(h, w) / 128
-        for _ in range(int(rng.integers(3, 9))):
+        for _ in range(int(rng.integers(3, 12))):
             heading += rng.normal(0, 0.5)
-            points.append(points[-1] + rng.uniform(5, 20) * step * np.array([np.cos(heading), np.sin(heading)]))
-        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, int(rng.integers(1, 4)))
+            points.append(points[-1] + rng.uniform(5, 20) * scale * np.array([np.cos(heading), np.sin(heading)]))
+        width = int(rng.integers(1, 4))
+        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, max(1, round(width * scale)))
+    elif shape == "pit":
+        centre = rng.uniform(0, 1, 2) * (w, h)
+        for _ in range(int(rng.integers(1, 4))):
+            at = centre + rng.normal(0, 8 * scale, 2)
+            axes = np.maximum(1, rng.uniform(1, 5, 2) * scale).astype(int)
+            _ellipse(mask, (float(at[0]), float(at[1])), axes, rng.uniform(0, 180))
+    elif shape == "chip":
+        side = int(rng.integers(4))
+        t = rng.uniform(0, 1)
+        on_edge = [(t * w, 0.0), (t * w, h - 1.0), (0.0, t * h), (w - 1.0, t * h)][side]
+        axes = np.maximum(2, rng.uniform(3, 24, 2) * scale).astype(int)
+        _ellipse(mask, on_edge, axes, rng.uniform(0, 180))
+        mask &= _noise_region(rng, h, w, cells=int(rng.integers(6, 16)), share=0.6)
     else:
-        cells = int(rng.integers(2, 8))
-        noise = cv2.resize(rng.random((cells, cells)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-        level = np.quantile(noise, 1 - rng.uniform(0.005, 0.12))
-        mask = (noise >= level).astype(np.uint8)
-    mask_f = mask.astype(np.float32)
+        share = rng.uniform(0.005, 0.12) if shape == "blob" else rng.uniform(0.12, 0.5)
+        cells = int(rng.integers(2, 8)) if shape == "blob" else int(rng.integers(2, 4))
+        mask = _noise_region(rng, h, w, cells, share)
+    return mask
+
+
+def _ellipse(mask: np.ndarray, centre: tuple[float, float], axes: np.ndarray, angle_deg: float) -> None:
+    """Fill an ellipse into mask (uint8, in place); axes (2,) int half-lengths in px."""
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), angle_deg, 0, 360, 1, -1)
+
+
+def _noise_region(rng: np.random.Generator, h: int, w: int, cells: int, share: float) -> np.ndarray:
+    """(H, W) uint8 0/1: the given share of the image where smooth noise is highest."""
+    noise = cv2.resize(rng.random((cells, cells)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    return (noise >= np.quantile(noise, 1 - share)).astype(np.uint8)
+
+
+def _fill(rng: np.random.Generator, image: np.ndarray, other: np.ndarray, *, strong: bool) -> np.ndarray:
+    h, w = image.shape
     kind = rng.integers(4)
     if kind == 0:
-        fill = image * rng.uniform(0.2, 0.7)  # dark: holes, cracks, breaks
-    elif kind == 1:
-        fill = image * rng.uniform(1.3, 2.0)  # bright: glare, chips
-    elif kind == 2:
-        fill = np.roll(other, (int(rng.integers(h)), int(rng.integers(w))), (0, 1)) * rng.uniform(0.5, 1.5)
-    else:
-        fill = image.mean() + rng.normal(0, rng.uniform(10, 60), image.shape)
-    beta = rng.uniform(0.5, 1.0)
-    soft = cv2.GaussianBlur(mask_f, (0, 0), 0.8)
-    painted = image * (1 - beta * soft) + fill * beta * soft
-    changed = (np.abs(painted - image) > VISIBLE_LEVELS) & (mask > 0)
-    return painted, changed.astype(np.float32)
+        return image * (rng.uniform(0.2, 0.7) if strong else rng.uniform(0.6, 0.85))  # dark: holes, cracks
+    if kind == 1:
+        return image * (rng.uniform(1.3, 2.0) if strong else rng.uniform(1.15, 1.4))  # bright: glare, chips
+    if kind == 2:
+        return np.roll(other, (int(rng.integers(h)), int(rng.integers(w))), (0, 1)) * rng.uniform(0.5, 1.5)
+    return image.mean() + rng.normal(0, rng.uniform(10, 60), image.shape)
+
+
+def _subtle_fill(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A large area's fill: the part a little brighter or darker, or its texture smoothed or sharpened."""
+    kind = rng.integers(3)
+    if kind == 0:
+        return image * (rng.uniform(0.7, 0.88) if rng.random() < 0.5 else rng.uniform(1.12, 1.3))
+    smooth = cv2.GaussianBlur(image, (0, 0), rng.uniform(1.5, 4.0))
+    if kind == 1:
+        return smooth * rng.uniform(0.9, 1.1)  # texture ground away
+    return image + rng.uniform(1.0, 2.5) * (image - smooth)  # texture exaggerated
