@@ -186,14 +186,14 @@ class Evaluation:
         return auroc(np.concatenate(self.pixel_scores), np.concatenate(self.pixel_truth))
 
     def worst_escapes(self, count: int = WORST_SHOWN) -> list[ImageRow]:
-        """Defective images with the lowest scores (those below the threshold are escapes)."""
-        return sorted((r for r in self.rows if r.item.defective), key=lambda r: (r.score, r.rank or 0.0))[:count]
+        """Escapes, lowest score first: defective images the station would pass (as the confusion counts)."""
+        escapes = (r for r in self.rows if r.item.defective and not r.rejected)
+        return sorted(escapes, key=lambda r: (r.score, r.rank or 0.0))[:count]
 
     def worst_false_rejects(self, count: int = WORST_SHOWN) -> list[ImageRow]:
-        """Good images with the highest scores (those at or above the threshold are false rejects)."""
-        return sorted((r for r in self.rows if not r.item.defective), key=lambda r: (-r.score, -(r.rank or 0.0)))[
-            :count
-        ]
+        """False rejects, highest score first: good images the station would reject."""
+        false_rejects = (r for r in self.rows if not r.item.defective and r.rejected)
+        return sorted(false_rejects, key=lambda r: (-r.score, -(r.rank or 0.0)))[:count]
 
     def report(self) -> dict[str, Any]:
         defective = self.defective

@@ -4,8 +4,9 @@
   at the decision threshold;
 - `scores.png`: histograms of the image scores of good and of defective parts,
   with the threshold;
-- `worst.png`: a contact sheet of the worst escapes (defective parts with the
-  lowest scores) and the worst false rejects (good parts with the highest),
+- `worst.png`: a contact sheet of the worst escapes (defective parts the station
+  would pass, lowest scores first) and the worst false rejects (good parts it would
+  reject, highest first),
   each drawn as the station shows it (`lineinspect.overlay`) with the true
   defect outlined in green.
 """
@@ -100,9 +101,13 @@ def worst_sheet(evaluation: Evaluation, model: Model, tile_px: int = TILE_PX) ->
     """Two rows: worst escapes, then worst false rejects; an empty row says so."""
     recipe = Recipe(id=f"{model.id}-evaluate", model=model.id)
     inspector = Inspector({model.id: model}, {recipe.id: recipe}, recipe.id)
+    confusion = evaluation.confusion
     rows = [
-        ("worst escapes (defective, lowest scores)", evaluation.worst_escapes()),
-        ("worst false rejects (good, highest scores)", evaluation.worst_false_rejects()),
+        (f"worst escapes (defective parts passed: {confusion.escape}; lowest scores)", evaluation.worst_escapes()),
+        (
+            f"worst false rejects (good parts rejected: {confusion.false_reject}; highest scores)",
+            evaluation.worst_false_rejects(),
+        ),
     ]
     columns = max(1, max(len(r) for _, r in rows))
     heading_px = 28

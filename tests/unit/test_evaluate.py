@@ -200,6 +200,9 @@ def test_evaluate_separates_bright_defects_and_measures_pixels(tiny_set: Path, b
     assert set(report["classes"]) == {"spot", "pit"}
     assert report["classes"]["spot"]["recall"] == 1.0
     assert report["ms_per_image"]["median"] > 0
+    # Every part called right: worst.png and the report show no escape and no false reject.
+    assert result.worst_escapes() == [] and result.worst_false_rejects() == []
+    assert report["worst_escapes"] == [] and report["worst_false_rejects"] == []
 
 
 def test_defective_image_without_mask_counts_for_image_figures_only(tmp_path: Path, bright_model: Path) -> None:
@@ -235,6 +238,7 @@ def test_auroc_ranks_scores_the_anomaly_adapter_clips_to_zero(tmp_path: Path, br
     report = result.report()
     assert set(result.scores.tolist()) == {0.0}  # what the station sees: every part passes
     assert report["confusion"]["escape"] == 3
+    assert {r.item.path.name for r in result.worst_escapes()} == {"d0.png", "d1.png", "d2.png"}
     assert report["image_auroc"] == 1.0  # ranked on the unclipped scores
     assert report["pixel_auroc"] > 0.95
     assert all(r["rank"] < 0.75 for r in report["rows"])  # raw scores, all under the raw threshold
