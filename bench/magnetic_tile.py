@@ -2,6 +2,7 @@
 
     python bench/magnetic_tile.py                            # every method, default split
     python bench/magnetic_tile.py --methods stats --data ../shared/datasets/magnetic-tile
+    python bench/magnetic_tile.py --train-batches exp0,exp1 --test-batches exp2   # choosing settings
 
 Data: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic tile",
 The Visual Computer 36:85–96 (2020). Research use; the images are read where
@@ -12,7 +13,10 @@ Split by batch (file-name prefix exp0…exp4), never randomly by image: models
 learn from good tiles of the training batches (teach holds part of them back
 to set its thresholds) and are tested on every good and defective tile of the
 test batches, which they have never seen. A supervised method also learns
-from the defective tiles (with masks) of the training batches.
+from the defective tiles (with masks) of the training batches. Choose a
+method's settings on the training batches alone (learn from exp0–1, measure
+on exp2), so that the test batches say how a model does on a batch nobody
+tuned it for; featnet's painted defects were chosen that way.
 
 Prints, per method: image AUROC, pixel AUROC, IoU, false-reject and escape
 rates at the card's threshold, training seconds and model ms/image, and the
