@@ -114,7 +114,17 @@ def cmd_teach(args: argparse.Namespace) -> int:
         f"in {card.trained['seconds']} s; image threshold {card.anomaly.image_threshold:g}, "
         f"pixel threshold {card.anomaly.pixel_threshold:g} (raw scores)"
     )
+    _note_unresolved_target(args.target_false_reject, card.trained)
     return EXIT_OK
+
+
+def _note_unresolved_target(target_false_reject: float, trained: dict[str, object]) -> None:
+    from lineinspect.retune import unresolved_target_note
+
+    held_back = trained.get("images_held_back")
+    note = unresolved_target_note(target_false_reject, held_back if isinstance(held_back, int) else 0)
+    if note is not None:
+        print(note, file=sys.stderr)
 
 
 def add_teach(sub: argparse._SubParsersAction) -> None:
@@ -184,6 +194,7 @@ def _teach_draem(args: argparse.Namespace, good: list[Path], out: Path) -> int:
         f"model '{card.name}' written to {out} ({card.trained['method']}) in {card.trained['seconds']} s; "
         f"image threshold {card.anomaly.image_threshold:g} (raw score)"
     )
+    _note_unresolved_target(args.target_false_reject, card.trained)
     return EXIT_OK
 
 

@@ -115,6 +115,24 @@ def level_for(scores: np.ndarray, target_false_reject: float) -> tuple[float, in
     return float(ordered[k]) + gap, k
 
 
+def unresolved_target_note(target_false_reject: float, held_back: int) -> str | None:
+    """A warning when `held_back` good images are too few to show the target false-reject rate.
+
+    With floor(target × n) = 0 the threshold sits just above the highest of them: fewer false
+    rejects than asked for, and more escapes.
+    """
+    if target_false_reject <= 0 or held_back <= 0 or math.floor(target_false_reject * held_back + 1e-9) > 0:
+        return None
+    needed = math.ceil(1 / target_false_reject - 1e-9)
+    return (
+        f"note: the thresholds come from {held_back} held-back good images, too few to show a "
+        f"{100 * target_false_reject:g} % false-reject rate (that needs {needed}); they sit just above the "
+        "highest of them, which rejects fewer good parts than asked and lets more defects through. "
+        "Give more good images, --holdout a larger share, or a higher --target-false-reject; "
+        "or `lineinspect retune` on more good parts later"
+    )
+
+
 def empirical_calibration(
     scores: np.ndarray, map_maxima: np.ndarray | None, target_false_reject: float
 ) -> AnomalyCalibration:

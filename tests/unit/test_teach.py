@@ -78,7 +78,23 @@ def test_teach_cli_writes_a_model_folder(tmp_path: Path, capsys: pytest.CaptureF
     out = tmp_path / "models" / "tiny"
     assert main(["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(out), "--size", "64x48"]) == 0
     assert load_card(out).name == "tiny"
-    assert "model 'tiny' written" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "model 'tiny' written" in printed.out
+    # 8 images, 3 held back (the least teach keeps): far too few for the default 0.5 %, and teach says so.
+    assert (
+        "note: the thresholds come from 3 held-back good images, too few to show a 0.5 % false-reject rate "
+        "(that needs 200)" in printed.err
+    )
+
+
+def test_teach_says_nothing_of_the_target_when_the_held_back_images_show_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_sample_set(tmp_path / "s", good=10, defective=0, seed=3, width=160, height=120)
+    argv = ["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"), "--size", "64x48",
+            "--holdout", "0.5", "--target-false-reject", "0.2"]  # fmt: skip
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().err
 
 
 def _teach_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
