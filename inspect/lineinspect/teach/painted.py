@@ -6,7 +6,7 @@ good images (after DRAEM's idea, Zavrtanik et al., ICCV 2021; no code of theirs
 is used). The shapes cover the surface defects of most machined, pressed or
 sintered parts, at every scale a line camera sees them:
 
-- a crack: a thin wandering line, 1–3 px wide, often faint;
+- a crack: a thin wandering line, 1–3 px wide;
 - a pit: one or a few small round spots, a few pixels across (blowholes, pores);
 - a chip: a blob cut into the part's edge (breaks, missing material);
 - a blob: a patch of any shape, up to an eighth of the image (stains, dents, frays);
@@ -42,7 +42,7 @@ def paint_defect(rng: np.random.Generator, image: np.ndarray, other: np.ndarray)
         fill = _subtle_fill(rng, image)
         beta = 1.0
     else:
-        fill = _fill(rng, image, other, strong=True)
+        fill = _fill(rng, image, other)
         beta = rng.uniform(0.5, 1.0)
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8 if shape != "area" else 3.0 * scale)
     painted = image * (1 - beta * soft) + fill * beta * soft
@@ -93,13 +93,13 @@ def _noise_region(rng: np.random.Generator, h: int, w: int, cells: int, share: f
     return (noise >= np.quantile(noise, 1 - share)).astype(np.uint8)
 
 
-def _fill(rng: np.random.Generator, image: np.ndarray, other: np.ndarray, *, strong: bool) -> np.ndarray:
+def _fill(rng: np.random.Generator, image: np.ndarray, other: np.ndarray) -> np.ndarray:
     h, w = image.shape
     kind = rng.integers(4)
     if kind == 0:
-        return image * (rng.uniform(0.2, 0.7) if strong else rng.uniform(0.6, 0.85))  # dark: holes, cracks
+        return image * rng.uniform(0.2, 0.7)  # dark: holes, cracks, breaks
     if kind == 1:
-        return image * (rng.uniform(1.3, 2.0) if strong else rng.uniform(1.15, 1.4))  # bright: glare, chips
+        return image * rng.uniform(1.3, 2.0)  # bright: glare, chips
     if kind == 2:
         return np.roll(other, (int(rng.integers(h)), int(rng.integers(w))), (0, 1)) * rng.uniform(0.5, 1.5)
     return image.mean() + rng.normal(0, rng.uniform(10, 60), image.shape)
