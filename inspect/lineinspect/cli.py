@@ -122,7 +122,8 @@ def _note_unresolved_target(target_false_reject: float, trained: dict[str, objec
     from lineinspect.retune import unresolved_target_note
 
     held_back = trained.get("images_held_back")
-    note = unresolved_target_note(target_false_reject, held_back if isinstance(held_back, int) else 0)
+    images = held_back if isinstance(held_back, int) else 0
+    note = unresolved_target_note(target_false_reject, images, "held-back good images (--holdout)")
     if note is not None:
         print(note, file=sys.stderr)
 
@@ -606,12 +607,15 @@ def cmd_retune(args: argparse.Namespace) -> int:
     from lineinspect.assemble import model_option
     from lineinspect.config import station_dir_from
     from lineinspect.model import Model, RuntimeOptions
-    from lineinspect.retune import retune, save
+    from lineinspect.retune import retune, save, unresolved_target_note
 
     folder = model_option(station_dir_from(args.station_dir), args.model)
     model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))
     retuned = retune(model, Path(args.good), args.target_false_reject)
     print(retuned.summary())
+    note = unresolved_target_note(args.target_false_reject, len(retuned.good_scores))
+    if note is not None:
+        print(note, file=sys.stderr)
     if args.dry_run:
         print("dry run: the card was not changed")
     else:

@@ -103,33 +103,37 @@ def good_image_scores(model: Model, folder: Path) -> tuple[np.ndarray, np.ndarra
     return np.asarray(scores, dtype=np.float64), (np.asarray(maxima, dtype=np.float64) if maxima else None)
 
 
+def allowed_false_rejects(target_false_reject: float, images: int) -> int:
+    """k = floor(target × n): how many of n good images a threshold at the target may reject."""
+    return math.floor(target_false_reject * images + 1e-9)
+
+
 def level_for(scores: np.ndarray, target_false_reject: float) -> tuple[float, int]:
-    """(threshold, k): the lowest level that at most k = floor(target × n) of `scores` reach."""
+    """(threshold, k): the lowest level that at most k = allowed_false_rejects(target, n) of `scores` reach."""
     if not 0.0 <= target_false_reject < 0.5:
         raise RetuneError(f"--target-false-reject {target_false_reject:g}: give a rate from 0 up to (not) 0.5")
     ordered = np.sort(scores)[::-1]
-    k = math.floor(target_false_reject * len(ordered) + 1e-9)
+    k = allowed_false_rejects(target_false_reject, len(ordered))
     # Just above the (k+1)-th highest score, so that part and every lower one pass. The gap is
     # wide enough to survive the adapter's float32 scaling (0.5 = threshold) of a score equal to it.
     gap = 1e-4 * max(float(ordered[0] - ordered[-1]), abs(float(ordered[k])), 1e-6)
     return float(ordered[k]) + gap, k
 
 
-def unresolved_target_note(target_false_reject: float, held_back: int) -> str | None:
-    """A warning when `held_back` good images are too few to show the target false-reject rate.
+def unresolved_target_note(target_false_reject: float, images: int, what: str = "good images") -> str | None:
+    """A warning when `images` good images (`what` they are, for the message) are too few for the target.
 
-    With floor(target × n) = 0 the threshold sits just above the highest of them: fewer false
-    rejects than asked for, and more escapes.
+    With allowed_false_rejects = 0 the threshold sits just above the highest of them: fewer
+    false rejects than asked for, and more escapes. Used by teach and by retune.
     """
-    if target_false_reject <= 0 or held_back <= 0 or math.floor(target_false_reject * held_back + 1e-9) > 0:
+    if target_false_reject <= 0 or images <= 0 or allowed_false_rejects(target_false_reject, images) > 0:
         return None
     needed = math.ceil(1 / target_false_reject - 1e-9)
     return (
-        f"note: the thresholds come from {held_back} held-back good images, too few to show a "
+        f"note: the thresholds come from {images} {what}, too few to show a "
         f"{100 * target_false_reject:g} % false-reject rate (that needs {needed}); they sit just above the "
         "highest of them, which rejects fewer good parts than asked and lets more defects through. "
-        "Give more good images, --holdout a larger share, or a higher --target-false-reject; "
-        "or `lineinspect retune` on more good parts later"
+        "Give more good images or a higher --target-false-reject"
     )
 
 

@@ -82,7 +82,7 @@ def test_teach_cli_writes_a_model_folder(tmp_path: Path, capsys: pytest.CaptureF
     assert "model 'tiny' written" in printed.out
     # 8 images, 3 held back (the least teach keeps): far too few for the default 0.5 %, and teach says so.
     assert (
-        "note: the thresholds come from 3 held-back good images, too few to show a 0.5 % false-reject rate "
+        "note: the thresholds come from 3 held-back good images (--holdout), too few to show a 0.5 % false-reject rate "
         "(that needs 200)" in printed.err
     )
 

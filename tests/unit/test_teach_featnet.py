@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -108,8 +109,6 @@ def test_steps_are_refused_for_a_method_that_trains_no_network(parts: Path, caps
 
 def test_featnet_learns_from_a_mix_of_colour_gray_and_sizes(parts: Path, tmp_path: Path) -> None:
     """Real folders mix cameras: colour and gray files of several sizes, each mask the size of its image."""
-    import cv2
-
     good, defects = tmp_path / "good", tmp_path / "defects"
     good.mkdir()
     defects.mkdir()
