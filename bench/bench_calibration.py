@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lineinspect.calibration import BoardDescription, Calibration, CalibrationFile, Intrinsics, now_utc
-from lineinspect.frame import Frame
-from lineinspect.inspector import Inspector
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.recipe import Recipe, Roi
+from lineinspect.core.calibration import BoardDescription, Calibration, CalibrationFile, Intrinsics, now_utc
+from lineinspect.core.frame import Frame
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.recipe import Recipe, Roi
 
 WIDTH, HEIGHT = 1920, 1200
 ROI = Roi(x=480, y=300, width=960, height=600)

@@ -24,14 +24,14 @@ import httpx
 import onnxruntime as ort
 
 from lineinspect.assemble import model_dir, single_model_inspector
-from lineinspect.check import check_images, collect_images
 from lineinspect.config import HttpSection
-from lineinspect.decode import read_image_file
+from lineinspect.core.decode import read_image_file
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.preprocess import preprocess
 from lineinspect.http.app import create_app
 from lineinspect.http.server import bind_socket, make_server, url_of
-from lineinspect.inspector import Inspector
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.preprocess import preprocess
+from lineinspect.offline.check import check_images, collect_images
 
 CLIENT_COUNTS = (1, 2, 4)
 SERVER_START_TIMEOUT_S = 30

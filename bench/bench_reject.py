@@ -31,11 +31,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from lineinspect.recipe import Verdict
-from lineinspect.reject.audit import AuditTrail
-from lineinspect.reject.modbus import ModbusActuator
-from lineinspect.reject.settings import ModbusBackend, RejectSettings
-from lineinspect.reject.tracker import RejectTracker
+from lineinspect.core.recipe import Verdict
+from lineinspect.line.reject.audit import AuditTrail
+from lineinspect.line.reject.modbus import ModbusActuator
+from lineinspect.line.reject.settings import ModbusBackend, RejectSettings
+from lineinspect.line.reject.tracker import RejectTracker
 
 EJECTOR_COIL = 0
 DELAY_MS = 150.0

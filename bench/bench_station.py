@@ -41,11 +41,11 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lineinspect.assemble import build_station
-from lineinspect.broker import EmbeddedBroker
 from lineinspect.config import load_station
-from lineinspect.decode import read_image_file
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.preprocess import preprocess
+from lineinspect.core.decode import read_image_file
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.preprocess import preprocess
+from lineinspect.line.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "bench/site/area/line/cell/lineinspect/bench"  # the UNS path write_station gives the station

@@ -25,12 +25,12 @@ import numpy as np
 
 from lineinspect.assemble import build_inspector
 from lineinspect.config import load_station
-from lineinspect.decode import read_image_file
-from lineinspect.defects import Box
-from lineinspect.frame import Frame
-from lineinspect.inspector import Inspector
-from lineinspect.recipe import Verdict
-from lineinspect.synthetic import DEFECT_CLASSES, MANIFEST_FILE, write_sample_set
+from lineinspect.core.decode import read_image_file
+from lineinspect.core.defects import Box
+from lineinspect.core.frame import Frame
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.recipe import Verdict
+from lineinspect.offline.synthetic import DEFECT_CLASSES, MANIFEST_FILE, write_sample_set
 
 
 def main() -> int:

@@ -11,22 +11,22 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lineinspect.broker import BrokerError, EmbeddedBroker
-from lineinspect.calibration import load_calibrations, warn_small_limits
-from lineinspect.capture.base import TriggerMode
-from lineinspect.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
-from lineinspect.capture.supervisor import CameraStatus, CameraSupervisor, SkippedPart
 from lineinspect.config import RuntimeSection, StationConfig
+from lineinspect.core.calibration import load_calibrations, warn_small_limits
+from lineinspect.core.inspector import Inspector, PlaneCalibration
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ConfigError, ModelError
-from lineinspect.inspector import Inspector, PlaneCalibration
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.mqtt import MqttSettings, ResultPublisher, StationTopics
-from lineinspect.outbox import Outbox
-from lineinspect.recipe import Recipe
-from lineinspect.reject.alarms import Alarm
-from lineinspect.reject.tracker import RejectTracker
-from lineinspect.reject.wiring import build_reject_tracker
-from lineinspect.station import (
+from lineinspect.line.broker import BrokerError, EmbeddedBroker
+from lineinspect.line.capture.base import TriggerMode
+from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
+from lineinspect.line.capture.supervisor import CameraStatus, CameraSupervisor, SkippedPart
+from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
+from lineinspect.line.outbox import Outbox
+from lineinspect.line.reject.alarms import Alarm
+from lineinspect.line.reject.tracker import RejectTracker
+from lineinspect.line.reject.wiring import build_reject_tracker
+from lineinspect.line.station import (
     PartCounts,
     PartWorker,
     RejectFeed,

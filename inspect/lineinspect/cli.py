@@ -19,7 +19,7 @@ EXIT_USAGE = 2
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from lineinspect.config import station_json_schema
-    from lineinspect.result import result_schema
+    from lineinspect.core.result import result_schema
 
     schema = result_schema() if args.what == "result" else station_json_schema()
     print(json.dumps(schema, indent=2))
@@ -46,7 +46,7 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_samples(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lineinspect.synthetic import write_sample_set
+    from lineinspect.offline.synthetic import write_sample_set
 
     width, height = args.size
     if width < 64 or height < 48:
@@ -119,7 +119,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
 
 def _note_unresolved_target(target_false_reject: float, trained: dict[str, object]) -> None:
-    from lineinspect.retune import unresolved_target_note
+    from lineinspect.offline.retune import unresolved_target_note
 
     held_back = trained.get("images_held_back")
     images = held_back if isinstance(held_back, int) else 0
@@ -213,8 +213,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lineinspect.http.routes.results import results_router
     from lineinspect.http.routes.status import OfflineStatus, status_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
-    from lineinspect.metrics import StationMetrics
-    from lineinspect.results_store import IN_MEMORY, ResultStore
+    from lineinspect.line.metrics import StationMetrics
+    from lineinspect.line.results_store import IN_MEMORY, ResultStore
 
     station_dir = station_dir_from(args.station_dir)
     config = load_station(station_dir)
@@ -299,8 +299,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lineinspect.http.routes.status import status_router
     from lineinspect.http.routes.triggers import triggers_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
-    from lineinspect.metrics import StationMetrics
-    from lineinspect.results_store import ResultStore
+    from lineinspect.line.metrics import StationMetrics
+    from lineinspect.line.results_store import ResultStore
 
     station_dir = station_dir_from(args.station_dir)
     config = load_station(station_dir)
@@ -388,7 +388,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lineinspect.assemble import load_models, model_option, runtime_options, single_model_inspector
-    from lineinspect.check import (
+    from lineinspect.config import STATION_FILE, HttpSection, RuntimeSection, load_station, station_dir_from
+    from lineinspect.core.inspector import Inspector
+    from lineinspect.offline.check import (
         CheckRow,
         CheckUsageError,
         check_images,
@@ -396,8 +398,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         collect_images,
         write_report,
     )
-    from lineinspect.config import STATION_FILE, HttpSection, RuntimeSection, load_station, station_dir_from
-    from lineinspect.inspector import Inspector
 
     report_path = Path(args.report) if args.report else None
     check_report_path(report_path)
@@ -466,16 +466,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from lineinspect.calibrate import calibrate_intrinsics, measure_plane, read_gray, with_plane
-    from lineinspect.calibration import (
+    from lineinspect.config import station_dir_from
+    from lineinspect.core.calibration import (
         BoardDescription,
         CalibrationError,
         calibration_path,
         load_calibration_file,
         save_calibration_file,
     )
-    from lineinspect.config import station_dir_from
     from lineinspect.errors import format_validation_error
+    from lineinspect.offline.calibrate import calibrate_intrinsics, measure_plane, read_gray, with_plane
 
     station_dir = station_dir_from(args.station_dir)
     path = calibration_path(station_dir, args.camera)
@@ -556,10 +556,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from lineinspect.assemble import model_option
     from lineinspect.config import station_dir_from
-    from lineinspect.datasets import find_defects, find_good
-    from lineinspect.evaluate import evaluate, write_report
-    from lineinspect.evaluate_plots import write_plots
-    from lineinspect.model import Model, RuntimeOptions
+    from lineinspect.core.model import Model, RuntimeOptions
+    from lineinspect.offline.datasets import find_defects, find_good
+    from lineinspect.offline.evaluate import evaluate, write_report
+    from lineinspect.offline.evaluate_plots import write_plots
 
     folder = model_option(station_dir_from(args.station_dir), args.model)
     good = find_good(Path(args.good))
@@ -606,8 +606,8 @@ def cmd_retune(args: argparse.Namespace) -> int:
 
     from lineinspect.assemble import model_option
     from lineinspect.config import station_dir_from
-    from lineinspect.model import Model, RuntimeOptions
-    from lineinspect.retune import retune, save, unresolved_target_note
+    from lineinspect.core.model import Model, RuntimeOptions
+    from lineinspect.offline.retune import retune, save, unresolved_target_note
 
     folder = model_option(station_dir_from(args.station_dir), args.model)
     model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))

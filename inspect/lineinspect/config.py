@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ConfigError
-from lineinspect.mqtt import MqttSettings
-from lineinspect.recipe import Recipe
-from lineinspect.reject.settings import RejectSettings
+from lineinspect.line.mqtt import MqttSettings
+from lineinspect.line.reject.settings import RejectSettings
 from lineinspect.yamlfile import read_yaml, validate_mapping
 
 STATION_FILE = "station.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from lineinspect.capture.supervisor import CameraState, CameraStatus, SkippedPart
+from lineinspect.line.capture.supervisor import CameraState, CameraStatus, SkippedPart
 
 
 class Recorder:

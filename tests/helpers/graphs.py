@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from lineinspect.modelcard import MODEL_FILE, ModelCard, file_sha256, write_card
+from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, write_card
 
 OPSET = 17
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lineinspect.defects import Box, Defect
-from lineinspect.recipe import Finding, Verdict
-from lineinspect.result import Result, new_result_id
+from lineinspect.core.defects import Box, Defect
+from lineinspect.core.recipe import Finding, Verdict
+from lineinspect.core.result import Result, new_result_id
 
 STATION_PATH = "acme/s1/a1/l1/cell1/lineinspect/teststation"
 T0 = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ import yaml
 
 from lineinspect.assemble import build_station
 from lineinspect.config import load_station
-from lineinspect.station import ResultSink, Station
+from lineinspect.line.station import ResultSink, Station
 from tests.helpers.station import bad_part, good_part, write_station
 from tests.helpers.subscriber import Subscriber
 

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from lineinspect.mqtt import MqttSettings, ResultPublisher, StationTopics
-from lineinspect.outbox import Outbox
+from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
+from lineinspect.line.outbox import Outbox
 from tests.helpers.results import make_result
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from lineinspect.capture.supervisor import CameraSupervisor, Capture
+from lineinspect.line.capture.supervisor import CameraSupervisor, Capture
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from lineinspect.capture.aravis import AravisCamera
-from lineinspect.capture.base import CameraNotFound
-from lineinspect.capture.config import CameraConfig, parse_camera
-from lineinspect.capture.supervisor import CameraState, CameraSupervisor
+from lineinspect.line.capture.aravis import AravisCamera
+from lineinspect.line.capture.base import CameraNotFound
+from lineinspect.line.capture.config import CameraConfig, parse_camera
+from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor
 from tests.helpers.camera_recorder import Recorder
 from tests.helpers.waiting import take, wait_for
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.capture.base import TriggerMode
-from lineinspect.capture.config import QueueFullPolicy, parse_camera
-from lineinspect.capture.folder import FolderCamera
-from lineinspect.capture.supervisor import CameraState, CameraSupervisor
+from lineinspect.line.capture.base import TriggerMode
+from lineinspect.line.capture.config import QueueFullPolicy, parse_camera
+from lineinspect.line.capture.folder import FolderCamera
+from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor
 from tests.helpers.camera_images import image_index, write_numbered_images
 from tests.helpers.camera_recorder import Recorder
 from tests.helpers.waiting import take, wait_for

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from lineinspect.capture.base import CameraError, TriggerMode
-from lineinspect.capture.config import parse_camera
-from lineinspect.capture.opencv import OpenCVCamera
-from lineinspect.capture.supervisor import CameraState, CameraSupervisor
+from lineinspect.line.capture.base import CameraError, TriggerMode
+from lineinspect.line.capture.config import parse_camera
+from lineinspect.line.capture.opencv import OpenCVCamera
+from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor
 from tests.helpers.camera_images import numbered_image
 from tests.helpers.camera_recorder import Recorder
 from tests.helpers.mosquitto import free_port

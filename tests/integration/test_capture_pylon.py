@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.capture.base import CameraError, CameraNotFound
-from lineinspect.capture.config import CameraConfig, parse_camera
-from lineinspect.capture.pylon import PylonCamera
-from lineinspect.capture.supervisor import CameraState, CameraSupervisor
+from lineinspect.line.capture.base import CameraError, CameraNotFound
+from lineinspect.line.capture.config import CameraConfig, parse_camera
+from lineinspect.line.capture.pylon import PylonCamera
+from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor
 from tests.helpers.camera_images import image_index, write_numbered_images
 from tests.helpers.camera_recorder import Recorder
 from tests.helpers.waiting import take, wait_for

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.broker import BrokerError, EmbeddedBroker
-from lineinspect.mqtt import MqttSettings, ResultPublisher, StationTopics
-from lineinspect.outbox import Outbox
+from lineinspect.line.broker import BrokerError, EmbeddedBroker
+from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
+from lineinspect.line.outbox import Outbox
 from tests.helpers.results import make_result
 from tests.helpers.subscriber import Subscriber
 

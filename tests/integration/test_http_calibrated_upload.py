@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
 from lineinspect.assemble import build_inspector
-from lineinspect.calibration import (
+from lineinspect.config import HttpSection, load_station
+from lineinspect.core.calibration import (
     BoardDescription,
     CalibrationFile,
     MmPerPx,
@@ -20,9 +21,8 @@ from lineinspect.calibration import (
     now_utc,
     save_calibration_file,
 )
-from lineinspect.config import HttpSection, load_station
+from lineinspect.core.result import result_schema
 from lineinspect.http.app import create_app
-from lineinspect.result import result_schema
 from tests.helpers.station import bad_part, encode, write_station
 
 MM_PER_PX = 0.5

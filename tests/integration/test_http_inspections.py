@@ -16,9 +16,9 @@ from jsonschema import Draft202012Validator
 
 from lineinspect.assemble import build_inspector
 from lineinspect.config import HttpSection, load_station
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.result import Result, result_schema
 from lineinspect.http.app import create_app
-from lineinspect.inspector import Inspector
-from lineinspect.result import Result, result_schema
 from tests.helpers.graphs import slow_brightness_anomaly
 from tests.helpers.station import bad_part, encode, good_part, write_station
 

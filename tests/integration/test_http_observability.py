@@ -27,16 +27,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from lineinspect.assemble import build_inspector
 from lineinspect.cli import main
 from lineinspect.config import HttpSection, load_station
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.recipe import Verdict
 from lineinspect.http.app import create_app
 from lineinspect.http.routes.dashboard import dashboard_router
 from lineinspect.http.routes.metrics import metrics_router
 from lineinspect.http.routes.results import results_router
 from lineinspect.http.routes.status import OfflineStatus, status_router
 from lineinspect.http.server import bind_socket, make_server, url_of
-from lineinspect.inspector import Inspector
-from lineinspect.metrics import StationMetrics
-from lineinspect.recipe import Verdict
-from lineinspect.results_store import ResultStore
+from lineinspect.line.metrics import StationMetrics
+from lineinspect.line.results_store import ResultStore
 from tests.helpers.line_results import STATION_PATH, T0, finding, line_result
 from tests.helpers.station import bad_part, encode, good_part, write_station
 from tests.integration.test_http_inspections import assert_error, assert_valid_result

@@ -17,8 +17,8 @@ import pytest
 
 import lineinspect
 from lineinspect.errors import ConfigError
-from lineinspect.mqtt import MqttSettings, MqttTls, ResultPublisher, StationTopics
-from lineinspect.outbox import Outbox
+from lineinspect.line.mqtt import MqttSettings, MqttTls, ResultPublisher, StationTopics
+from lineinspect.line.outbox import Outbox
 from tests.helpers.certs import make_tls_files
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.results import make_result

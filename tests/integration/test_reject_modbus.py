@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from lineinspect.recipe import Verdict
-from lineinspect.reject.actuator import ActuatorError
-from lineinspect.reject.alarms import Alarm, AlarmKind
-from lineinspect.reject.audit import AuditTrail, read_audit
-from lineinspect.reject.modbus import ModbusActuator
-from lineinspect.reject.settings import RejectSettings
-from lineinspect.reject.tracker import RejectTracker
+from lineinspect.core.recipe import Verdict
+from lineinspect.line.reject.actuator import ActuatorError
+from lineinspect.line.reject.alarms import Alarm, AlarmKind
+from lineinspect.line.reject.audit import AuditTrail, read_audit
+from lineinspect.line.reject.modbus import ModbusActuator
+from lineinspect.line.reject.settings import RejectSettings
+from lineinspect.line.reject.tracker import RejectTracker
 from tests.helpers.mosquitto import free_port
 from tests.helpers.reject_peers import ModbusPlc, running_modbus_plc
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from lineinspect.recipe import Verdict
-from lineinspect.reject.actuator import ActuatorError, Output
-from lineinspect.reject.alarms import Alarm, AlarmKind
-from lineinspect.reject.audit import AuditTrail
-from lineinspect.reject.neuron import NeuronActuator
-from lineinspect.reject.settings import NeuronBackend, RejectSettings
-from lineinspect.reject.tracker import RejectTracker
+from lineinspect.core.recipe import Verdict
+from lineinspect.line.reject.actuator import ActuatorError, Output
+from lineinspect.line.reject.alarms import Alarm, AlarmKind
+from lineinspect.line.reject.audit import AuditTrail
+from lineinspect.line.reject.neuron import NeuronActuator
+from lineinspect.line.reject.settings import NeuronBackend, RejectSettings
+from lineinspect.line.reject.tracker import RejectTracker
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.reject_peers import NeuronResponder
 

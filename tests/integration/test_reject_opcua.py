@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from lineinspect.recipe import Verdict
-from lineinspect.reject.actuator import ActuatorError
-from lineinspect.reject.alarms import Alarm, AlarmKind
-from lineinspect.reject.audit import AuditTrail
-from lineinspect.reject.opcua import OpcUaActuator
-from lineinspect.reject.settings import OpcUaBackend, RejectSettings
-from lineinspect.reject.tracker import RejectTracker
+from lineinspect.core.recipe import Verdict
+from lineinspect.line.reject.actuator import ActuatorError
+from lineinspect.line.reject.alarms import Alarm, AlarmKind
+from lineinspect.line.reject.audit import AuditTrail
+from lineinspect.line.reject.opcua import OpcUaActuator
+from lineinspect.line.reject.settings import OpcUaBackend, RejectSettings
+from lineinspect.line.reject.tracker import RejectTracker
 from tests.helpers.mosquitto import free_port
 from tests.helpers.reject_peers import OpcUaPlc, running_opcua_plc
 

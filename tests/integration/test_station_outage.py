@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from lineinspect.outbox import Outbox
+from lineinspect.line.outbox import Outbox
 from tests.helpers.line_station import (
     SAVE_SESSIONS,
     assert_complete_in_order,

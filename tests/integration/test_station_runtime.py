@@ -7,7 +7,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from lineinspect.result import Result
+from lineinspect.core.result import Result
 from tests.helpers.graphs import slow_brightness_anomaly
 from tests.helpers.line_station import STATION_PATH, running_station, subscribed, write_line_station
 from tests.helpers.mosquitto import Mosquitto

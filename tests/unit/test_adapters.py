@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lineinspect.assemble import single_model_inspector
+from lineinspect.core.frame import Frame
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.recipe import Verdict
 from lineinspect.errors import ModelError
-from lineinspect.frame import Frame
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.recipe import Verdict
 from tests.helpers.graphs import brightness_anomaly, constant_output_graph, red_segmentation, save_model
 
 OPTIONS = RuntimeOptions(intra_op_threads=1)

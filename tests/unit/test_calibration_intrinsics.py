@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from lineinspect.calibrate import calibrate_intrinsics
-from lineinspect.calibration import BoardDescription, CalibrationError, load_calibration_file
 from lineinspect.cli import main
+from lineinspect.core.calibration import BoardDescription, CalibrationError, load_calibration_file
+from lineinspect.offline.calibrate import calibrate_intrinsics
 from tests.helpers.boards import (
     VirtualCamera,
     charuco_texture,
@@ -142,8 +142,8 @@ def test_calibrated_camera_measures_object_of_known_size(
     The plate spans 150+ px so that the mask's pixel quantisation (lengths are taken from the outline of
     the mask's pixels, which never makes a defect smaller) stays under 1 %.
     """
-    from lineinspect.calibration import Calibration
-    from lineinspect.defects import defects_from_mask
+    from lineinspect.core.calibration import Calibration
+    from lineinspect.core.defects import defects_from_mask
 
     cam = camera()
     rvec, tvec = overhead_pose(300.0, tilt_deg=15.0, offset_mm=(70.0, 50.0))

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from lineinspect.assemble import build_inspector
-from lineinspect.calibrate import measure_plane, with_plane
-from lineinspect.calibration import (
+from lineinspect.config import load_station
+from lineinspect.core.calibration import (
     BoardDescription,
     Calibration,
     CalibrationFile,
@@ -23,11 +23,11 @@ from lineinspect.calibration import (
     now_utc,
     save_calibration_file,
 )
-from lineinspect.config import load_station
-from lineinspect.defects import Box, Defect
+from lineinspect.core.defects import Box, Defect
+from lineinspect.core.frame import Frame
+from lineinspect.core.result import result_schema
 from lineinspect.errors import ConfigError
-from lineinspect.frame import Frame
-from lineinspect.result import result_schema
+from lineinspect.offline.calibrate import measure_plane, with_plane
 from tests.helpers.boards import VirtualCamera, chessboard_texture, overhead_pose, rectangle_texture
 from tests.helpers.station import write_station
 
@@ -105,7 +105,7 @@ def test_yaml_for_another_camera_is_refused(plane_calibration: CalibrationFile, 
 
 
 def plate_defect(calibration: Calibration, length_mm: float, width_mm: float) -> Defect:
-    from lineinspect.defects import defects_from_mask
+    from lineinspect.core.defects import defects_from_mask
 
     plate = camera().photograph(rectangle_texture(length_mm, width_mm), *POSE, background=0)
     undistorted = calibration.undistort(plate)
@@ -174,7 +174,7 @@ def test_warns_when_a_limit_is_under_3_px(
     plane_calibration: CalibrationFile, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     station = station_with_camera(tmp_path, {"min_length_mm": 0.5, "min_area_mm2": 100.0}, plane_calibration)
-    with caplog.at_level(logging.WARNING, logger="lineinspect.calibration"):
+    with caplog.at_level(logging.WARNING, logger="lineinspect.core.calibration"):
         build_inspector(station, load_station(station))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings
@@ -184,7 +184,7 @@ def test_warns_when_a_limit_is_under_3_px(
 
 def test_uncalibrated_camera_reports_px_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     station = station_with_camera(tmp_path, {"min_area_mm2": 1.0}, None)
-    with caplog.at_level(logging.WARNING, logger="lineinspect.calibration"):
+    with caplog.at_level(logging.WARNING, logger="lineinspect.core.calibration"):
         inspector = build_inspector(station, load_station(station))
     assert any(
         "camera cam1 has no calibration" in r.getMessage() and "px only" in r.getMessage() for r in caplog.records

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.capture.base import TriggerMode
-from lineinspect.capture.config import QueueFullPolicy, load_cameras, parse_camera
 from lineinspect.errors import ConfigError
+from lineinspect.line.capture.base import TriggerMode
+from lineinspect.line.capture.config import QueueFullPolicy, load_cameras, parse_camera
 
 
 def write(station: Path, name: str, text: str) -> Path:
@@ -92,7 +92,7 @@ def test_parse_camera_when_id_differs_from_file_name() -> None:
 
 
 def test_every_camera_field_has_a_description() -> None:
-    from lineinspect.capture.config import cameras_json_schema
+    from lineinspect.line.capture.config import cameras_json_schema
 
     schema = cameras_json_schema()
     missing = []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lineinspect.capture.base import GrabFailed, TriggerMode
-from lineinspect.capture.supervisor import CameraState, CameraSupervisor
-from lineinspect.frame import Frame
+from lineinspect.core.frame import Frame
+from lineinspect.line.capture.base import GrabFailed, TriggerMode
+from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor
 from tests.helpers.camera_recorder import Recorder
 from tests.helpers.waiting import take, wait_for
 

@@ -10,9 +10,9 @@ import cv2
 import pytest
 
 from lineinspect.assemble import single_model_inspector
-from lineinspect.check import CheckUsageError, check_images, check_report_path, collect_images, write_report
-from lineinspect.inspector import Inspector, UnknownRecipe
-from lineinspect.model import RuntimeOptions
+from lineinspect.core.inspector import Inspector, UnknownRecipe
+from lineinspect.core.model import RuntimeOptions
+from lineinspect.offline.check import CheckUsageError, check_images, check_report_path, collect_images, write_report
 from tests.helpers.graphs import brightness_anomaly
 from tests.helpers.station import bad_part, good_part
 

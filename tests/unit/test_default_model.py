@@ -10,10 +10,10 @@ import pytest
 
 from lineinspect.assemble import build_inspector
 from lineinspect.config import load_station
-from lineinspect.decode import read_image_file
-from lineinspect.frame import Frame
-from lineinspect.inspector import Inspector
-from lineinspect.recipe import Verdict
+from lineinspect.core.decode import read_image_file
+from lineinspect.core.frame import Frame
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.recipe import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = json.loads((ROOT / "sample_images" / "manifest.json").read_text(encoding="utf-8"))

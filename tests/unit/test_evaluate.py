@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from lineinspect.cli import main
-from lineinspect.datasets import DatasetError, LabelledImage, find_defects, find_good, read_labelled
-from lineinspect.evaluate import Confusion, auroc, evaluate, roc_curve
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.modelcard import load_card, write_card
-from lineinspect.synthetic import write_sample_set
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.modelcard import load_card, write_card
+from lineinspect.offline.datasets import DatasetError, LabelledImage, find_defects, find_good, read_labelled
+from lineinspect.offline.evaluate import Confusion, auroc, evaluate, roc_curve
+from lineinspect.offline.synthetic import write_sample_set
 from tests.helpers.graphs import brightness_anomaly
 
 # --- metrics -------------------------------------------------------------------
@@ -321,9 +321,9 @@ def test_image_auroc_ranks_by_unclipped_score_when_normalised_scores_tie(tmp_pat
     import cv2
     import yaml
 
-    from lineinspect.datasets import LabelledImage
-    from lineinspect.evaluate import evaluate
-    from lineinspect.model import Model, RuntimeOptions
+    from lineinspect.core.model import Model, RuntimeOptions
+    from lineinspect.offline.datasets import LabelledImage
+    from lineinspect.offline.evaluate import evaluate
     from tests.helpers.graphs import brightness_anomaly
 
     model_dir = brightness_anomaly(tmp_path / "narrow")

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lineinspect.metrics import StationMetrics, UndecidedKind, undecided_kind
-from lineinspect.recipe import Verdict
+from lineinspect.core.recipe import Verdict
+from lineinspect.line.metrics import StationMetrics, UndecidedKind, undecided_kind
 from tests.helpers.line_results import finding, line_result
 
 

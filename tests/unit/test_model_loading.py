@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.errors import ModelError
-from lineinspect.model import Model, RuntimeOptions
 from tests.helpers.graphs import brightness_anomaly
 
 OPTIONS = RuntimeOptions(intra_op_threads=1)
@@ -83,7 +83,7 @@ def test_model_is_refused_when_card_size_differs_from_model_input(tmp_path: Path
 def test_model_is_refused_when_onnx_file_is_garbage(tmp_path: Path) -> None:
     model_dir = brightness_anomaly(tmp_path / "m")
     (model_dir / "model.onnx").write_bytes(b"this is not a protobuf")
-    from lineinspect.modelcard import file_sha256
+    from lineinspect.core.modelcard import file_sha256
 
     _edit_card(model_dir, sha256=file_sha256(model_dir / "model.onnx"))
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):

@@ -8,7 +8,7 @@ import pytest
 
 from lineinspect.config import parse_station
 from lineinspect.errors import ConfigError
-from lineinspect.mqtt import MqttSettings, StationTopics
+from lineinspect.line.mqtt import MqttSettings, StationTopics
 
 RECIPES = [{"id": "bracket", "model": "default"}]
 

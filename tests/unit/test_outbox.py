@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.outbox import Outbox, OutboxError, OutboxFullError
+from lineinspect.line.outbox import Outbox, OutboxError, OutboxFullError
 from tests.helpers.results import make_result
 
 TOPIC = "acme/plant1/area1/line1/cell1/lineinspect/station1/result"
@@ -72,7 +72,7 @@ def test_ack_deletes_once_when_acked_twice(tmp_path: Path) -> None:
 
 def test_append_refuses_loudly_when_outbox_is_full(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with (
-        caplog.at_level(logging.ERROR, logger="lineinspect.outbox"),
+        caplog.at_level(logging.ERROR, logger="lineinspect.line.outbox"),
         Outbox(tmp_path / "outbox.sqlite", max_rows=5, alarm_rows=3) as outbox,
     ):
         for i in range(2):

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from lineinspect.defects import Box, Defect, defects_from_mask
+from lineinspect.core.defects import Box, Defect, defects_from_mask
+from lineinspect.core.frame import utc_now
+from lineinspect.core.overlay import COUNTING_COLOUR, TOLERATED_COLOUR, draw_overlay, encode_overlay
+from lineinspect.core.recipe import Finding, Verdict
+from lineinspect.core.result import Result
 from lineinspect.errors import ImageError
-from lineinspect.frame import utc_now
-from lineinspect.overlay import COUNTING_COLOUR, TOLERATED_COLOUR, draw_overlay, encode_overlay
-from lineinspect.recipe import Finding, Verdict
-from lineinspect.result import Result
 
 
 def result_with(*findings: Finding, verdict: Verdict = Verdict.FAIL) -> Result:

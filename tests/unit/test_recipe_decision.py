@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from lineinspect.defects import Box, Defect
-from lineinspect.recipe import ClassRule, Recipe, Verdict, decide
+from lineinspect.core.defects import Box, Defect
+from lineinspect.core.recipe import ClassRule, Recipe, Verdict, decide
 
 
 def defect(cls: str = "scratch", score: float = 0.9, area: float = 100, length: float = 20) -> Defect:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from lineinspect.config import parse_station
 from lineinspect.errors import ConfigError
-from lineinspect.reject.settings import RejectSettings
+from lineinspect.line.reject.settings import RejectSettings
 
 
 def timed(**overrides: Any) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from lineinspect.core.recipe import Verdict
 from lineinspect.errors import ConfigError
-from lineinspect.recipe import Verdict
-from lineinspect.reject.alarms import Alarm, AlarmKind
-from lineinspect.reject.audit import AuditTrail, read_audit
-from lineinspect.reject.dryrun import DryRunActuator
-from lineinspect.reject.settings import RejectSettings
-from lineinspect.reject.tracker import RejectTracker
-from lineinspect.reject.wiring import build_reject_tracker
+from lineinspect.line.reject.alarms import Alarm, AlarmKind
+from lineinspect.line.reject.audit import AuditTrail, read_audit
+from lineinspect.line.reject.dryrun import DryRunActuator
+from lineinspect.line.reject.settings import RejectSettings
+from lineinspect.line.reject.tracker import RejectTracker
+from lineinspect.line.reject.wiring import build_reject_tracker
 
 
 class Recorder:

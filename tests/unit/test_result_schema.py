@@ -9,10 +9,10 @@ import jsonschema
 import numpy as np
 
 from lineinspect.assemble import single_model_inspector
-from lineinspect.frame import Frame
-from lineinspect.model import RuntimeOptions
-from lineinspect.recipe import Recipe
-from lineinspect.result import SCHEMA_ID, result_schema
+from lineinspect.core.frame import Frame
+from lineinspect.core.model import RuntimeOptions
+from lineinspect.core.recipe import Recipe
+from lineinspect.core.result import SCHEMA_ID, result_schema
 from tests.helpers.graphs import brightness_anomaly
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.recipe import Verdict
-from lineinspect.results_store import ResultStore, ResultStoreError
+from lineinspect.core.recipe import Verdict
+from lineinspect.line.results_store import ResultStore, ResultStoreError
 from tests.helpers.line_results import T0, finding, line_result
 
 MINUTE = timedelta(minutes=1)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from lineinspect.cli import main
-from lineinspect.datasets import find_defects, find_good
-from lineinspect.evaluate import evaluate
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.modelcard import MODEL_FILE, file_sha256, load_card
-from lineinspect.retune import RetuneError, level_for, retune
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.modelcard import MODEL_FILE, file_sha256, load_card
+from lineinspect.offline.datasets import find_defects, find_good
+from lineinspect.offline.evaluate import evaluate
+from lineinspect.offline.retune import RetuneError, level_for, retune
 from tests.helpers.graphs import brightness_anomaly, red_segmentation
 
 

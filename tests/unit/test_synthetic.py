@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lineinspect.cli import main
-from lineinspect.synthetic import DEFECT_CLASSES, render_part, sample_rng, write_sample_set
+from lineinspect.offline.synthetic import DEFECT_CLASSES, render_part, sample_rng, write_sample_set
 
 W, H = 320, 240
 

@@ -8,12 +8,12 @@ import pytest
 
 from lineinspect.assemble import single_model_inspector
 from lineinspect.cli import main
-from lineinspect.decode import read_image_file
-from lineinspect.frame import Frame
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
-from lineinspect.recipe import ClassRule, Recipe, Verdict
-from lineinspect.synthetic import write_sample_set
+from lineinspect.core.decode import read_image_file
+from lineinspect.core.frame import Frame
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
+from lineinspect.core.recipe import ClassRule, Recipe, Verdict
+from lineinspect.offline.synthetic import write_sample_set
 from lineinspect.teach.anomaly import TeachOptions, teach_anomaly
 from lineinspect.teach.good_folder import find_good_images
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from lineinspect.cli import main
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.modelcard import load_card
-from lineinspect.synthetic import write_sample_set
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.modelcard import load_card
+from lineinspect.offline.synthetic import write_sample_set
 
 pytest.importorskip("torch", reason="torch is not installed (pip install 'lineinspect[train]'); draem not tested")
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from lineinspect.cli import main
-from lineinspect.decode import read_image_file
-from lineinspect.model import Model, RuntimeOptions
-from lineinspect.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
-from lineinspect.synthetic import write_sample_set
+from lineinspect.core.decode import read_image_file
+from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
+from lineinspect.offline.synthetic import write_sample_set
 from lineinspect.teach.anomaly import TeachOptions
 from lineinspect.teach.good_folder import find_good_images
 from lineinspect.teach.patchknn import PatchOptions, greedy_coreset, teach_patchknn
@@ -96,7 +96,7 @@ def test_teach_cli_refuses_defects_for_patchknn(tmp_path: Path, capsys: pytest.C
 
 
 def test_patchknn_graph_scores_the_ignored_border_band_zero() -> None:
-    from lineinspect.modelcard import InputSpec
+    from lineinspect.core.modelcard import InputSpec
     from lineinspect.teach.patchknn import FEATURE_COUNT, patchknn_graph, run, session
 
     spec = InputSpec(width=64, height=48, color="GRAY", layout="NCHW", resize="stretch")

@@ -7,11 +7,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from lineinspect.assemble import single_model_inspector
-from lineinspect.capture.base import TriggerMode
 from lineinspect.config import HttpSection
+from lineinspect.core.model import RuntimeOptions
 from lineinspect.http.app import create_app
 from lineinspect.http.routes.triggers import triggers_router
-from lineinspect.model import RuntimeOptions
+from lineinspect.line.capture.base import TriggerMode
 from tests.helpers.graphs import brightness_anomaly
 
 

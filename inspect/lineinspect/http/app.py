@@ -16,11 +16,11 @@ from fastapi import APIRouter, FastAPI
 
 from lineinspect import __version__
 from lineinspect.config import HttpSection
+from lineinspect.core.inspector import Inspector
 from lineinspect.http.deps import HttpServices, ResultSink
 from lineinspect.http.errors import install_error_handlers
 from lineinspect.http.pool import InspectionPool
 from lineinspect.http.routes import health, inspections
-from lineinspect.inspector import Inspector
 
 # Routers every app has; extra ones come after them.
 CORE_ROUTERS: tuple[APIRouter, ...] = (health.router, inspections.router)

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from lineinspect.config import HttpSection
+from lineinspect.core.inspector import Inspector
+from lineinspect.core.result import Result
 from lineinspect.http.errors import ApiError
 from lineinspect.http.pool import InspectionPool
-from lineinspect.inspector import Inspector
-from lineinspect.result import Result
 
 API_KEY_HEADER = "X-API-Key"
 

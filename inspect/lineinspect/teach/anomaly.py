@@ -50,8 +50,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from tqdm import tqdm
 
-from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
-from lineinspect.preprocess import preprocess
+from lineinspect.core.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
+from lineinspect.core.preprocess import preprocess
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import FEATURES, GraphParts, feature_nodes
 from lineinspect.teach.good_folder import TeachError, read_good_images

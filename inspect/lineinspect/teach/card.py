@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.core.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard, file_sha256, write_card
 
 
 def write_anomaly_card(

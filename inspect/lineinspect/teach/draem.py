@@ -37,9 +37,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lineinspect.datasets import find_defects, read_labelled
-from lineinspect.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
-from lineinspect.retune import level_for
+from lineinspect.core.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
+from lineinspect.offline.datasets import find_defects, read_labelled
+from lineinspect.offline.retune import level_for
 from lineinspect.teach.anomaly import _check_options, calibrate_thresholds, split_holdout
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.good_folder import TeachError, read_good_images

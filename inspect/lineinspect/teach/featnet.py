@@ -52,9 +52,9 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from lineinspect.datasets import find_defects, read_labelled
-from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
-from lineinspect.retune import empirical_calibration
+from lineinspect.core.modelcard import MODEL_FILE, InputSpec, ModelCard
+from lineinspect.offline.datasets import find_defects, read_labelled
+from lineinspect.offline.retune import empirical_calibration
 from lineinspect.teach.anomaly import TeachOptions, _bar, _check_options, split_holdout
 from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import GraphParts

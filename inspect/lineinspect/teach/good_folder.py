@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lineinspect.decode import read_image_file
+from lineinspect.core.decode import read_image_file
 from lineinspect.errors import ImageError, LineinspectError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})

@@ -48,8 +48,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from lineinspect.modelcard import MODEL_FILE, InputSpec, ModelCard
-from lineinspect.preprocess import preprocess
+from lineinspect.core.modelcard import MODEL_FILE, InputSpec, ModelCard
+from lineinspect.core.preprocess import preprocess
 from lineinspect.teach.anomaly import (
     TeachOptions,
     _bar,

@@ -26,15 +26,15 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
-from lineinspect.decode import decode_image, sniff_format
+from lineinspect.core.decode import decode_image, sniff_format
+from lineinspect.core.frame import Frame
+from lineinspect.core.inspector import Inspector, UnknownRecipe, with_decode_time
+from lineinspect.core.overlay import draw_overlay, encode_overlay
+from lineinspect.core.result import Result, result_schema
 from lineinspect.errors import ImageError
-from lineinspect.frame import Frame
 from lineinspect.http.deps import API_KEY_HEADER, ApiKeyChecked, PoolDep, Services
 from lineinspect.http.errors import ApiError, ErrorBody
 from lineinspect.http.pool import PoolFull, PoolTimeout
-from lineinspect.inspector import Inspector, UnknownRecipe, with_decode_time
-from lineinspect.overlay import draw_overlay, encode_overlay
-from lineinspect.result import Result, result_schema
 
 log = logging.getLogger(__name__)
 

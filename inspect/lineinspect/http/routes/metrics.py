@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from lineinspect.metrics import CONTENT_TYPE, StationMetrics
+from lineinspect.line.metrics import CONTENT_TYPE, StationMetrics
 
 
 def metrics_router(metrics: StationMetrics) -> APIRouter:

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from lineinspect.core.recipe import Verdict
 from lineinspect.http.errors import ApiError, ErrorBody
-from lineinspect.recipe import Verdict
-from lineinspect.results_store import MAX_QUERY_LIMIT, ResultStore
+from lineinspect.line.results_store import MAX_QUERY_LIMIT, ResultStore
 
 VERDICTS = tuple(v.value for v in Verdict)
 MAX_WINDOW_MIN = 366 * 24 * 60

@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from lineinspect import __version__
-from lineinspect.metrics import UndecidedKind, undecided_kind
-from lineinspect.recipe import Verdict
-from lineinspect.result import Result
+from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Result
+from lineinspect.line.metrics import UndecidedKind, undecided_kind
 
 StatusProvider = Callable[[], Mapping[str, Any]]
 

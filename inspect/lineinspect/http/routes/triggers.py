@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from lineinspect.capture.base import TriggerMode
 from lineinspect.http.deps import ApiKeyChecked
 from lineinspect.http.errors import ApiError
+from lineinspect.line.capture.base import TriggerMode
 
 # (camera_id, part_id=, encoder_count=) -> trigger id; the station's `trigger`.
 Trigger = Callable[..., int]

@@ -1,0 +1,1 @@
+"""The inspection core: frame in, result out, no I/O."""

@@ -1,0 +1,162 @@
+"""A loaded model: one onnxruntime session, its card, its adapter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from lineinspect.core.adapters import Adapter, AdapterError, ModelOutput, make_adapter
+from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
+from lineinspect.core.preprocess import Geometry, preprocess
+from lineinspect.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """onnxruntime settings. Threads: 0 lets onnxruntime choose."""
+
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+
+
+def choose_providers(requested: tuple[str, ...]) -> list[str]:
+    """Requested providers that this onnxruntime build has, CPU always last."""
+    available = ort.get_available_providers()
+    chosen = [p for p in requested if p in available and p != "CPUExecutionProvider"]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        log.warning(
+            "execution providers %s are not installed (available: %s); using %s",
+            missing,
+            available,
+            [*chosen, "CPUExecutionProvider"],
+        )
+    return [*chosen, "CPUExecutionProvider"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inference:
+    """One model run with its stage times in milliseconds."""
+
+    output: ModelOutput
+    geometry: Geometry
+    preprocess_ms: float
+    infer_ms: float
+    postprocess_ms: float
+
+
+class Model:
+    """A model folder (`model.onnx` + `model.yaml`) ready to run. Thread-safe."""
+
+    def __init__(self, path: Path, card: ModelCard, session: ort.InferenceSession) -> None:
+        self.path = path
+        self.card = card
+        self.session = session
+        inputs = session.get_inputs()
+        names = [i.name for i in inputs]
+        self.input_name = card.input.name or names[0]
+        if self.input_name not in names:
+            raise ModelError(f"{path}: the card names input '{self.input_name}' but the model has {names}")
+        self.output_names = [o.name for o in session.get_outputs()]
+        _check_input_shape(path, card, next(i for i in inputs if i.name == self.input_name).shape)
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        try:
+            self.adapter: Adapter = make_adapter(card, self.output_names, metadata)
+        except AdapterError as exc:
+            raise ModelError(f"{path}: {exc}") from exc
+
+    @property
+    def id(self) -> str:
+        return self.card.name
+
+    @property
+    def sha256(self) -> str:
+        return self.card.sha256
+
+    @property
+    def labels(self) -> list[str]:
+        return list(getattr(self.adapter, "labels", self.card.labels))
+
+    @classmethod
+    def load(cls, model_dir: Path, options: RuntimeOptions | None = None) -> Model:
+        """Load, verify the checksum, create the session, warm it up."""
+        options = options or RuntimeOptions()
+        model_dir = Path(model_dir)
+        card = load_card(model_dir)
+        onnx_path = model_dir / MODEL_FILE
+        if not onnx_path.is_file():
+            raise ModelError(f"{onnx_path}: model file not found")
+        actual = file_sha256(onnx_path)
+        if actual != card.sha256:
+            raise ModelError(
+                f"{onnx_path}: sha256 is {actual} but {model_dir / 'model.yaml'} says {card.sha256}; "
+                "the model file was changed or the card belongs to another model"
+            )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = options.intra_op_threads
+        so.inter_op_num_threads = options.inter_op_threads
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        spin = "1" if options.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        so.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(
+                str(onnx_path), sess_options=so, providers=choose_providers(options.providers)
+            )
+        except Exception as exc:  # onnxruntime raises several private exception types
+            raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {exc}") from exc
+        model = cls(model_dir, card, session)
+        model.warm_up()
+        return model
+
+    def warm_up(self) -> None:
+        spec = self.card.input
+        blank = np.full((spec.height, spec.width, 3), 128, dtype=np.uint8)
+        try:
+            self.infer(blank)
+        except Exception as exc:
+            raise ModelError(f"{self.path}: the warm-up inference failed: {exc}") from exc
+
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {self.input_name: tensor})
+        return dict(zip(self.output_names, values, strict=True))
+
+    def infer(self, image: np.ndarray) -> Inference:
+        """image: (H, W) gray or (H, W, 3) BGR uint8."""
+        t0 = time.monotonic_ns()
+        tensor, geometry = preprocess(image, self.card.input)
+        t1 = time.monotonic_ns()
+        outputs = self.run(tensor)
+        t2 = time.monotonic_ns()
+        output = self.adapter.decode(outputs, geometry)
+        t3 = time.monotonic_ns()
+        return Inference(output, geometry, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
+
+
+def _check_input_shape(path: Path, card: ModelCard, shape: list[object]) -> None:
+    spec = card.input
+    if len(shape) != 4:
+        raise ModelError(f"{path}: the model input has shape {shape}; lineinspect needs a 4-D image input")
+    expected = (
+        [None, spec.channels, spec.height, spec.width]
+        if spec.layout == "NCHW"
+        else [None, spec.height, spec.width, spec.channels]
+    )
+    for got, want in zip(shape[1:], expected[1:], strict=True):
+        if isinstance(got, int) and got != want:
+            raise ModelError(
+                f"{path}: the model input has shape {shape} but the card says {spec.layout} "
+                f"{spec.channels}x{spec.height}x{spec.width} ({spec.color}); fix the card's input section"
+            )

@@ -1,0 +1,108 @@
+"""Replay a folder of images as a camera: at a rate (free run) or one image per software trigger.
+
+Frames are marked `simulated=True` so their results never pass for real parts.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from lineinspect.core.decode import decode_image
+from lineinspect.core.frame import Frame
+from lineinspect.errors import ImageError
+from lineinspect.line.capture.base import CameraError, CameraLost, EndOfStream, GrabFailed, TriggerMode
+from lineinspect.line.capture.pacing import FramePacer, SoftwareTriggerLatch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class FolderCamera:
+    def __init__(
+        self,
+        camera_id: str,
+        path: Path,
+        *,
+        trigger_mode: TriggerMode,
+        rate_hz: float = 2.0,
+        loop: bool = True,
+        patterns: tuple[str, ...] = ("*",),
+    ) -> None:
+        """`patterns`: globs under `path` (e.g. `good/*.png`); images are replayed sorted by file name."""
+        if trigger_mode is TriggerMode.HARDWARE:
+            raise CameraError(camera_id, "a folder has no input lines", "use trigger mode software or free_run")
+        self.camera_id = camera_id
+        self.trigger_mode: TriggerMode = trigger_mode
+        self.path = path
+        self.loop = loop
+        self.patterns = patterns
+        self._pacer = FramePacer(rate_hz)
+        self._latch = SoftwareTriggerLatch()
+        self._files: list[Path] = []
+        self._next = 0
+        self._frame_id = 0
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise CameraError(
+                self.camera_id, f"image folder {self.path} does not exist", "fix source.path in the camera definition"
+            )
+        found = {p for pattern in self.patterns for p in self.path.glob(pattern)}
+        files = sorted(
+            (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=lambda p: (p.name, p)
+        )
+        if not files:
+            where = self.path if self.patterns == ("*",) else f"{self.path} (patterns {list(self.patterns)})"
+            raise CameraError(
+                self.camera_id,
+                f"image folder {where} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                "put sample images there or fix source.path",
+            )
+        with self._lock:
+            self._files = files
+            self._next = 0
+        self._pacer.reset()
+        self._latch.clear()
+
+    def grab(self, timeout_ms: int) -> Frame | None:
+        with self._lock:
+            if not self._files:
+                raise CameraError(self.camera_id, "grab before open", "open the camera first")
+            if self._next >= len(self._files) and not self.loop:
+                raise EndOfStream(self.camera_id, f"all {len(self._files)} images of {self.path} replayed")
+        due = (
+            self._latch.wait(timeout_ms) if self.trigger_mode is TriggerMode.SOFTWARE else self._pacer.wait(timeout_ms)
+        )
+        if not due:
+            return None
+        with self._lock:
+            path = self._files[self._next % len(self._files)]
+            self._next += 1
+            if self.loop and self._next >= len(self._files):
+                self._next = 0
+            self._frame_id += 1
+            frame_id = self._frame_id
+        try:
+            image = decode_image(path.read_bytes(), name=str(path))
+        except (OSError, ImageError) as exc:
+            # The folder was changed under us: this one image is bad, the "camera" is fine.
+            raise GrabFailed(self.camera_id, f"cannot read {path}: {exc}", "replace or remove the file") from exc
+        return Frame(image=image, camera_id=self.camera_id, frame_id=frame_id, source=str(path), simulated=True)
+
+    def trigger(self) -> None:
+        if self.trigger_mode is not TriggerMode.SOFTWARE:
+            raise CameraError(self.camera_id, f"trigger() in {self.trigger_mode} mode", "set trigger mode software")
+        self._latch.fire()
+
+    def check_alive(self) -> None:
+        if not self.path.is_dir():
+            raise CameraLost(self.camera_id, f"image folder {self.path} disappeared", "restore the folder")
+
+    def stream_stats(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._files = []
+        self._latch.clear()

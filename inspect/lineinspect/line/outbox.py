@@ -1,0 +1,271 @@
+"""Outbox: the durable on-disk queue between the inspection and MQTT.
+
+A result is committed here before anything tries to publish it and its row is
+deleted only when the broker has acknowledged it (PUBACK). The station's
+`sequence` is assigned in the same transaction that stores the result, so the
+payload on disk already carries it, the number survives restarts and is never
+handed out twice (a rolled-back append does not use one up).
+
+Durability: WAL journal with `synchronous=FULL`. In WAL mode NORMAL already
+survives a killed process, but after a power cut it may roll back the last
+commits; a station cabinet does lose power, and by then the part has been
+passed or rejected, so the result must not vanish. FULL costs one fsync per
+commit, well under a millisecond to a few ms on an SSD, far below line rate.
+
+Ownership: the database is opened with an exclusive lock so that two processes
+never publish the same rows; a second opener gets a clear error. The OS drops
+the lock when the owner dies, so a restart after SIGKILL opens it at once.
+
+Bound policy (never a silent drop): the outbox only grows while the broker is
+unreachable. From `alarm_rows` on, every crossing logs an ERROR and `alarm`
+is true (the status/metrics flag `outbox_alarm`) while it accepts on. At
+`max_rows` `append` raises `OutboxFullError` and stores nothing: the caller
+must treat that part as undecided (rejected) and raise an alarm. We refuse
+rather than drop the oldest (losing decided results without a trace), block
+(camera workers would miss every part's deadline) or grow without limit (a
+full disk takes the logs, the image archive and the OS down with it).
+
+Thread-safe: one connection behind a lock; camera workers append, the MQTT
+sender reads and acknowledges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from lineinspect.core.result import Result
+from lineinspect.errors import LineinspectError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_ROWS = 500_000
+# How long opening waits for another owner to let go before it reports the file as in use.
+_OPEN_BUSY_TIMEOUT_MS = 1000
+
+
+class OutboxError(LineinspectError):
+    """The outbox file cannot be used (corrupt, in use by another process, unwritable)."""
+
+
+class OutboxFullError(OutboxError):
+    """The outbox reached its hard bound; the result was not stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One stored result waiting for its PUBACK."""
+
+    sequence: int
+    result_id: str
+    topic: str
+    payload: str  # the result JSON, `sequence` already in it
+
+
+class Outbox:
+    """Durable, ordered, bounded queue of results on SQLite.
+
+    Args:
+        path: the database file (created with its folder when missing).
+        max_rows: hard bound; `append` raises `OutboxFullError` at this depth.
+        alarm_rows: depth from which `alarm` is raised and logged; default 80 % of `max_rows`.
+    """
+
+    def __init__(self, path: Path, *, max_rows: int = DEFAULT_MAX_ROWS, alarm_rows: int | None = None) -> None:
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self.path = Path(path)
+        self.max_rows = max_rows
+        self.alarm_rows = min(max_rows, alarm_rows if alarm_rows is not None else max(1, int(max_rows * 0.8)))
+        self._lock = threading.Lock()
+        self._conn = self._open()
+        self._depth, self._last_sequence = self._read_state()
+        self._alarm = False
+        self._update_alarm()
+        if self._depth:
+            log.info("outbox %s holds %d results from before; they are sent first", self.path, self._depth)
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"outbox {self.path}: cannot create its folder: {exc}") from exc
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=_OPEN_BUSY_TIMEOUT_MS / 1000
+            )
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(f"outbox {self.path}: cannot switch to WAL journal (got {mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise OutboxError(
+                    f"outbox {self.path} was written by a newer lineinspect (schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}); run that version until the outbox is empty, or upgrade"
+                )
+            # A write transaction takes the exclusive lock now and keeps it for the life of the connection.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS outbox ("
+                " sequence INTEGER PRIMARY KEY, result_id TEXT NOT NULL, topic TEXT NOT NULL,"
+                " payload TEXT NOT NULL, stored_at TEXT NOT NULL)"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            conn.execute("INSERT OR IGNORE INTO counter (name, value) VALUES ('sequence', 0)")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA quick_check").fetchone()
+            return conn
+        except OutboxError:
+            if conn is not None:
+                conn.close()
+            raise
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise OutboxError(_explain_open_error(self.path, exc)) from exc
+
+    def _read_state(self) -> tuple[int, int]:
+        try:
+            depth = int(self._conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            last = int(self._conn.execute("SELECT value FROM counter WHERE name='sequence'").fetchone()[0])
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise OutboxError(_explain_open_error(self.path, exc)) from exc
+        return depth, last
+
+    # -- queue -----------------------------------------------------------------------------------
+
+    def append(self, result: Result, topic: str) -> Result:
+        """Store `result` for `topic`; returns it stamped with the station's next `sequence`.
+
+        Raises:
+            OutboxFullError: the outbox holds `max_rows` results; nothing was stored.
+            OutboxError: the write failed (disk full, I/O error); nothing was stored.
+        """
+        with self._lock:
+            if self._depth >= self.max_rows:
+                raise OutboxFullError(
+                    f"outbox {self.path} is full ({self._depth} of {self.max_rows} results waiting for the "
+                    f"broker): result {result.result_id} was NOT stored. Bring the MQTT broker back or raise "
+                    f"mqtt.outbox_max_rows; until then parts are undecided and rejected"
+                )
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._conn.execute(
+                        "UPDATE counter SET value = value + 1 WHERE name='sequence' RETURNING value"
+                    ).fetchone()
+                    stamped = dataclasses.replace(result, sequence=int(row[0]))
+                    self._conn.execute(
+                        "INSERT INTO outbox (sequence, result_id, topic, payload, stored_at) VALUES (?, ?, ?, ?, ?)",
+                        (stamped.sequence, stamped.result_id, topic, stamped.to_json(), _now_iso()),
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"outbox {self.path}: could not store result {result.result_id}: {exc} "
+                    f"(disk full or failing? the part must be treated as undecided)"
+                ) from exc
+            self._depth += 1
+            self._last_sequence = int(row[0])  # == stamped.sequence
+            self._update_alarm()
+            return stamped
+
+    def pending(self, limit: int, after_sequence: int = 0) -> list[OutboxEntry]:
+        """Up to `limit` stored results with a sequence above `after_sequence`, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT sequence, result_id, topic, payload FROM outbox WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after_sequence, limit),
+            ).fetchall()
+        return [OutboxEntry(int(s), str(r), str(t), str(p)) for s, r, t, p in rows]
+
+    def ack(self, sequence: int) -> bool:
+        """Delete the row of an acknowledged result; False when it was not there (already acknowledged)."""
+        with self._lock:
+            deleted = self._conn.execute("DELETE FROM outbox WHERE sequence = ?", (sequence,)).rowcount
+            if deleted:
+                self._depth -= deleted
+                self._update_alarm()
+        return bool(deleted)
+
+    def depth(self) -> int:
+        """Results stored and not yet acknowledged."""
+        with self._lock:
+            return self._depth
+
+    @property
+    def last_sequence(self) -> int:
+        """The sequence given to the newest result ever stored here (0: none yet)."""
+        with self._lock:
+            return self._last_sequence
+
+    @property
+    def alarm(self) -> bool:
+        """True while the depth is at or above `alarm_rows` (the `outbox_alarm` status flag)."""
+        with self._lock:
+            return self._alarm
+
+    def _update_alarm(self) -> None:
+        if not self._alarm and self._depth >= self.alarm_rows:
+            self._alarm = True
+            log.error(
+                "ALARM outbox %s holds %d of at most %d results: results are not reaching the MQTT broker; "
+                "at %d new parts will be undecided and rejected",
+                self.path,
+                self._depth,
+                self.max_rows,
+                self.max_rows,
+            )
+        elif self._alarm and self._depth < self.alarm_rows:
+            self._alarm = False
+            log.warning("outbox %s back to %d results; alarm cleared", self.path, self._depth)
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _explain_open_error(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (
+            f"outbox {path} is in use by another process (another lineinspect on this station directory?). "
+            f"Stop that process, or give this station its own mqtt.outbox_file"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"outbox {path} is not a readable outbox database ({text}). Move the file aside (keep it: it may hold "
+            f"undelivered results) and start again; a new empty outbox is created"
+        )
+    return f"outbox {path}: cannot open ({text}); check the path and its permissions"

@@ -1,0 +1,205 @@
+"""EMQX Neuron reject backend: tag writes and reads through Neuron's MQTT north app.
+
+Write: `{"uuid", "node", "group", "tag", "value"}` on the north app's Write
+Request Topic (default `/neuron/<app>/write/req`); Neuron answers
+`{"uuid", "error": 0}` on the Write Response Topic (default
+`/neuron/<app>/write/resp`). Read: `{"uuid", "node", "group"}` on
+`/neuron/<app>/read/req`, answered with `{"uuid", "tags": [{"name", "value"} |
+{"name", "error"}]}` on `/neuron/<app>/read/resp`. A missing answer or a
+non-zero error raises ActuatorError naming the code's meaning where known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from lineinspect.line.reject.actuator import ActuatorError, InputStates, Output, VerdictCode
+from lineinspect.line.reject.settings import NeuronBackend
+
+# Neuron error codes a reject write meets (from Neuron's published error-code list).
+NEURON_ERRORS: dict[int, str] = {
+    1001: "Neuron internal error",
+    1002: "request body invalid",
+    1003: "request parameter invalid",
+    2003: "node not exist (check reject.backend.node)",
+    2006: "node not ready",
+    2008: "node not running (start the south node in Neuron)",
+    2106: "group not exist (check reject.backend.group)",
+    2201: "tag not exist (check the *_tag names in reject.backend)",
+    3001: "plugin write failure (the PLC refused the write)",
+    3002: "plugin disconnected (Neuron cannot reach the PLC)",
+    3004: "tag not allowed to write (make the tag writable in Neuron)",
+    3007: "tag type mismatch",
+}
+
+
+def neuron_error_meaning(code: int) -> str:
+    return NEURON_ERRORS.get(code, "see Neuron's error-code list")
+
+
+class NeuronActuator:
+    def __init__(self, settings: NeuronBackend, *, client_id: str | None = None) -> None:
+        self._s = settings
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"lineinspect-reject-{uuid.uuid4().hex[:8]}"
+        )
+        user = os.environ.get(settings.username_env) if settings.username_env else None
+        if user:
+            password = os.environ.get(settings.password_env) if settings.password_env else None
+            self._client.username_pw_set(user, password)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._subscribed = threading.Event()
+        self._started = False
+        self._tags = {
+            Output.EJECTOR: settings.ejector_tag,
+            Output.RESULT_VALID: settings.result_valid_tag,
+            Output.STOP_LINE: settings.stop_line_tag,
+        }
+        inputs = {
+            "confirm": settings.confirm_tag,
+            "bin_full": settings.bin_full_tag,
+            "air_low": settings.air_low_tag,
+            "ack": settings.ack_tag,
+        }
+        self._inputs = {name: tag for name, tag in inputs.items() if tag is not None}
+
+    @property
+    def describe(self) -> str:
+        return f"neuron app {self._s.app} via mqtt {self._s.host}:{self._s.port} node {self._s.node}/{self._s.group}"
+
+    # paho callbacks (its network thread) ------------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            return
+        # Subscribing here makes a reconnect resubscribe.
+        client.subscribe([(self._s.write_response, 1), (self._s.read_response, 1)])
+
+    def _on_subscribe_done(self, *args: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        with self._lock:
+            waiter = self._waiting.get(str(body.get("uuid")))
+        if waiter is not None:
+            waiter[1].append(body)
+            waiter[0].set()
+
+    # requests ---------------------------------------------------------------------------------------
+    def _request(self, what: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+        request_id = str(uuid.uuid4())
+        done = threading.Event()
+        answers: list[dict[str, Any]] = []
+        with self._lock:
+            self._waiting[request_id] = (done, answers)
+        try:
+            info = self._client.publish(topic, json.dumps({"uuid": request_id, **body}), qos=0)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise ActuatorError(
+                    f"{self.describe}: {what}: cannot publish to {topic} ({mqtt.error_string(info.rc)}); "
+                    "the MQTT broker is not connected"
+                )
+            if not done.wait(self._s.response_timeout_ms / 1000.0):
+                raise ActuatorError(
+                    f"{self.describe}: {what}: Neuron did not answer on {self._response_topic(topic)} within "
+                    f"{self._s.response_timeout_ms} ms (reject.backend.response_timeout_ms). Check that the north "
+                    f"app '{self._s.app}' is running and connected to this broker and that its request/response "
+                    "topics match reject.backend"
+                )
+        finally:
+            with self._lock:
+                self._waiting.pop(request_id, None)
+        return answers[0]
+
+    def _response_topic(self, request_topic: str) -> str:
+        return self._s.write_response if request_topic == self._s.write_request else self._s.read_response
+
+    def _write_tag(self, tag: str, value: int | bool) -> None:
+        body = {"node": self._s.node, "group": self._s.group, "tag": tag, "value": int(value)}
+        answer = self._request(f"writing tag {tag}={int(value)}", self._s.write_request, body)
+        error = answer.get("error", 0)
+        if error != 0:
+            code = int(error) if isinstance(error, int | float) else -1
+            raise ActuatorError(
+                f"{self.describe}: writing tag {tag}={int(value)} failed: Neuron error {error} "
+                f"({neuron_error_meaning(code)})"
+            )
+
+    def check_reachable(self) -> None:
+        self._client.on_subscribe = self._on_subscribe_done
+        try:
+            self._client.connect(self._s.host, self._s.port, keepalive=30)
+        except OSError as exc:
+            raise ActuatorError(
+                f"{self.describe}: cannot connect to the MQTT broker ({exc}). Check reject.backend.host and "
+                "reject.backend.port"
+            ) from exc
+        self._client.loop_start()
+        self._started = True
+        if not self._subscribed.wait(self._s.response_timeout_ms / 1000.0):
+            raise ActuatorError(f"{self.describe}: the broker did not confirm the subscription to Neuron's responses")
+        # A read of the group proves that the north app answers and that node and group exist, without
+        # switching anything.
+        self._read_group("checking the gateway")
+
+    def _read_group(self, what: str) -> dict[str, Any]:
+        answer = self._request(what, self._s.read_request, {"node": self._s.node, "group": self._s.group})
+        error = answer.get("error", 0)
+        if error:
+            code = int(error) if isinstance(error, int | float) else -1
+            raise ActuatorError(f"{self.describe}: {what}: Neuron error {error} ({neuron_error_meaning(code)})")
+        return answer
+
+    def set_output(self, output: Output, on: bool) -> None:
+        tag = self._tags[output]
+        if tag is None:
+            raise ActuatorError(f"{self.describe}: no tag mapped for {output.value}; set it in reject.backend")
+        self._write_tag(tag, on)
+
+    def write_verdict(self, code: VerdictCode, part_number: int) -> None:
+        if self._s.part_number_tag is not None:
+            self._write_tag(self._s.part_number_tag, part_number & 0xFFFFFFFF)
+        assert self._s.verdict_tag is not None
+        self._write_tag(self._s.verdict_tag, int(code))
+
+    def read_inputs(self) -> InputStates:
+        if not self._inputs:
+            return InputStates()
+        answer = self._read_group("reading inputs")
+        by_tag: dict[str, Any] = {}
+        for entry in answer.get("tags", []):
+            if isinstance(entry, dict) and "name" in entry:
+                if "error" in entry:
+                    raise ActuatorError(
+                        f"{self.describe}: reading tag {entry['name']}: Neuron error {entry['error']} "
+                        f"({neuron_error_meaning(int(entry['error']))})"
+                    )
+                by_tag[str(entry["name"])] = entry.get("value")
+        values: dict[str, bool] = {}
+        for name, tag in self._inputs.items():
+            if tag not in by_tag:
+                raise ActuatorError(f"{self.describe}: tag {tag} ({name}) missing from group {self._s.group}")
+            values[name] = bool(by_tag[tag])
+        return InputStates(**values)
+
+    def close(self) -> None:
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._started = False

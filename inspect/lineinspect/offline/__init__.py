@@ -1,0 +1,1 @@
+"""Offline tools: check, evaluate, retune, calibrate, datasets, sample parts."""
