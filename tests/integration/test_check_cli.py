@@ -9,7 +9,7 @@ import cv2
 import pytest
 
 from lineinspect.cli import main
-from tests.helpers.station import bad_part, good_part, write_station
+from tests.helpers.station_dir import bad_part, good_part, write_station
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from lineinspect.core.calibration import (
 )
 from lineinspect.core.result import result_schema
 from lineinspect.http.app import create_app
-from tests.helpers.station import bad_part, encode, write_station
+from tests.helpers.station_dir import bad_part, encode, write_station
 
 MM_PER_PX = 0.5
 

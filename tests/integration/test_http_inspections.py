@@ -20,7 +20,7 @@ from lineinspect.core.inspector import Inspector
 from lineinspect.core.result import Result, result_schema
 from lineinspect.http.app import create_app
 from tests.helpers.graphs import slow_brightness_anomaly
-from tests.helpers.station import bad_part, encode, good_part, write_station
+from tests.helpers.station_dir import bad_part, encode, good_part, write_station
 
 STATION_PATH = "acme/s1/a1/l1/cell1/lineinspect/teststation"
 RECIPES = [

@@ -38,7 +38,7 @@ from lineinspect.http.server import bind_socket, make_server, url_of
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.results_store import ResultStore
 from tests.helpers.line_results import STATION_PATH, T0, finding, line_result
-from tests.helpers.station import bad_part, encode, good_part, write_station
+from tests.helpers.station_dir import bad_part, encode, good_part, write_station
 from tests.integration.test_http_inspections import assert_error, assert_valid_result
 from tests.integration.test_http_serve import read_line_with
 

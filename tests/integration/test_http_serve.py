@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from lineinspect.cli import main
-from tests.helpers.station import bad_part, encode, good_part, write_station
+from tests.helpers.station_dir import bad_part, encode, good_part, write_station
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60

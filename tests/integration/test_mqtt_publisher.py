@@ -141,7 +141,7 @@ def _station_process(
 ) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(lineinspect.__file__).parents[1]), str(REPO)]))
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.helpers.publishing_station", "--port", str(port), "--outbox", str(outbox),
+        [sys.executable, "-m", "tests.helpers.outbox_process", "--port", str(port), "--outbox", str(outbox),
          "--prefix", PREFIX, "--count", str(count), "--rate-hz", str(rate_hz), "--linger-s", str(linger_s)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lineinspect.cli import main
-from tests.helpers.line_station import write_line_station
+from tests.helpers.station_runtime import write_line_station
 
 
 def test_run_refuses_a_camera_whose_recipe_the_station_lacks(

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 from lineinspect.line.outbox import Outbox
-from tests.helpers.line_station import (
+from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.station_runtime import (
     SAVE_SESSIONS,
     assert_complete_in_order,
     running_station,
     subscribed,
     write_line_station,
 )
-from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]

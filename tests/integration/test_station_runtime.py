@@ -9,8 +9,8 @@ from pathlib import Path
 
 from lineinspect.core.result import Result
 from tests.helpers.graphs import slow_brightness_anomaly
-from tests.helpers.line_station import STATION_PATH, running_station, subscribed, write_line_station
 from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.station_runtime import STATION_PATH, running_station, subscribed, write_line_station
 from tests.helpers.waiting import wait_for
 
 

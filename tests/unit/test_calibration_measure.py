@@ -29,7 +29,7 @@ from lineinspect.core.result import result_schema
 from lineinspect.errors import ConfigError
 from lineinspect.offline.calibrate import measure_plane, with_plane
 from tests.helpers.boards import VirtualCamera, chessboard_texture, overhead_pose, rectangle_texture
-from tests.helpers.station import write_station
+from tests.helpers.station_dir import write_station
 
 TARGET = BoardDescription(kind="chessboard", cols=9, rows=7, square_mm=20.0)
 

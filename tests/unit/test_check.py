@@ -14,7 +14,7 @@ from lineinspect.core.inspector import Inspector, UnknownRecipe
 from lineinspect.core.model import RuntimeOptions
 from lineinspect.offline.check import CheckUsageError, check_images, check_report_path, collect_images, write_report
 from tests.helpers.graphs import brightness_anomaly
-from tests.helpers.station import bad_part, good_part
+from tests.helpers.station_dir import bad_part, good_part
 
 
 @pytest.fixture(scope="module")

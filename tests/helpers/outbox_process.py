@@ -1,4 +1,6 @@
-"""A small publishing station process for crash tests: `python -m tests.helpers.publishing_station …`.
+"""An Outbox + ResultPublisher process for crash tests (no camera, no inspection).
+
+Run as `python -m tests.helpers.outbox_process …`.
 
 Feeds `--count` results at `--rate-hz` through a real Outbox + ResultPublisher,
 printing `stored <sequence> <result_id>` once each is committed, then `fed`,

@@ -13,7 +13,7 @@ import yaml
 from lineinspect.assemble import build_station
 from lineinspect.config import load_station
 from lineinspect.line.station import ResultSink, Station
-from tests.helpers.station import bad_part, good_part, write_station
+from tests.helpers.station_dir import bad_part, good_part, write_station
 from tests.helpers.subscriber import Subscriber
 
 STATION_PATH = "acme/s1/a1/l1/cell1/lineinspect/teststation"
