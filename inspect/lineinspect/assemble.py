@@ -9,32 +9,31 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lineinspect.config import RuntimeSection, StationConfig
 from lineinspect.core.calibration import load_calibrations, warn_small_limits
 from lineinspect.core.inspector import Inspector, PlaneCalibration
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.recipe import Recipe
+from lineinspect.core.result import ResultSink, ResultSinks
 from lineinspect.errors import ConfigError, ModelError
 from lineinspect.line.broker import BrokerError, EmbeddedBroker
-from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
-from lineinspect.line.capture.supervisor import CameraStatus, CameraSupervisor, SkippedPart
+from lineinspect.line.capture.supervisor import CameraSupervisor
+from lineinspect.line.events import StationEvents
+from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
 from lineinspect.line.outbox import Outbox
-from lineinspect.line.reject.alarms import Alarm
-from lineinspect.line.reject.tracker import RejectTracker
 from lineinspect.line.reject.wiring import build_reject_tracker
-from lineinspect.line.station import (
-    PartCounts,
-    PartWorker,
-    RejectFeed,
-    ResultFanout,
-    ResultSink,
-    SkippedSink,
-    Station,
-)
+from lineinspect.line.results_store import ResultStore
+from lineinspect.line.station import PartWorker, RejectFeed, ResultFanout, SkippedParts, Station
+from lineinspect.line.status import PartCounts, StatusProvider
+
+if TYPE_CHECKING:  # the HTTP stack is imported only by the commands that serve it
+    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +136,34 @@ def _reject_camera(config: StationConfig, cameras: list[CameraConfig]) -> Camera
     return feeding[0] if feeding else None
 
 
+def _reject_station(
+    config: StationConfig, cameras: list[CameraConfig], station_dir: Path, events: StationEvents
+) -> RejectFeed | None:
+    """The reject tracker (not started) and the camera that feeds it; None without a `reject:` section."""
+    if config.reject is None:
+        return None
+    feeding = _reject_camera(config, cameras)
+    if feeding is None:
+        log.warning("reject: section present but the station has no camera; nothing will be rejected")
+        return None
+    tracker = build_reject_tracker(
+        config.reject, station_dir, on_alarm=events.reject_alarm, publish=events.reject_event
+    )
+    return RejectFeed(tracker, feeding.id)
+
+
 def build_station(
     station_dir: Path,
     config: StationConfig,
     *,
     inspector: Inspector | None = None,
     result_sinks: Sequence[ResultSink] = (),
-    skipped_sinks: Sequence[SkippedSink] = (),
 ) -> Station:
     """Everything `lineinspect run` runs, built but not started (`Station.start()`; `stop()` undoes it all).
 
-    With no `mqtt:` section the embedded demo broker is started here (stopped by `Station.stop()`).
+    Built top to bottom: broker and outbox, the MQTT publisher, the event channel every later part
+    reports through, the reject station, the fanout, then per camera its skipped parts, supervisor and
+    worker. With no `mqtt:` section the embedded demo broker is started here (stopped by `Station.stop()`).
     """
     cameras = load_cameras(station_dir)
     inspector = inspector or build_inspector(station_dir, config)
@@ -157,19 +173,17 @@ def build_station(
                 f"{station_dir / CAMERAS_DIR / (cam.id + '.yaml')}: recipe '{cam.recipe}' is not in station.yaml; "
                 f"recipes: {sorted(inspector.recipes)}"
             )
-    broker: EmbeddedBroker | None = None
-    settings = config.mqtt
-    outbox: Outbox | None = None
-    tracker: RejectTracker | None = None
-    try:
+    with ExitStack() as undo:  # what was built is closed again if a later step fails
+        broker: EmbeddedBroker | None = None
+        settings = config.mqtt
         if settings is None:
             broker = start_demo_broker()
+            undo.callback(broker.stop)
             settings = MqttSettings(port=broker.port)
-        outbox_path = settings.outbox_file
-        if not outbox_path.is_absolute():
-            outbox_path = station_dir / outbox_path
+        outbox_path = settings.outbox_file if settings.outbox_file.is_absolute() else station_dir / settings.outbox_file
         outbox_path.parent.mkdir(parents=True, exist_ok=True)
         outbox = Outbox(outbox_path, max_rows=settings.outbox_max_rows)
+        undo.callback(outbox.close)
         publisher = ResultPublisher(
             settings,
             outbox,
@@ -178,90 +192,88 @@ def build_station(
             password=settings.password(os.environ),
             station_dir=station_dir,
         )
+        events = StationEvents(publisher)
+        reject = _reject_station(config, cameras, station_dir, events)
+        if reject is not None:
+            undo.callback(reject.tracker.close)
         counts = PartCounts()
-        reject: RejectFeed | None = None
-        alarm_target: list[Station] = []  # the station exists only after its parts; hooks reach it through this
-
-        def on_reject_alarm(alarm: Alarm) -> None:
-            if alarm_target:
-                alarm_target[0].on_reject_alarm(alarm)
-
-        def on_alarm(kind: str, message: str) -> None:
-            if alarm_target:
-                alarm_target[0].on_alarm(kind, message)
-
-        if config.reject is not None:
-            feeding = _reject_camera(config, cameras)
-            if feeding is None:
-                log.warning("reject: section present but the station has no camera; nothing will be rejected")
-            else:
-                tracker = build_reject_tracker(
-                    config.reject,
-                    station_dir,
-                    on_alarm=on_reject_alarm,
-                    publish=lambda event: publisher.publish_event(publisher.topics.reject_event, event),
-                )
-                reject = RejectFeed(
-                    tracker, feeding.id, announce_at_trigger=feeding.trigger_mode is TriggerMode.SOFTWARE
-                )
         fanout = ResultFanout(
             publisher,
             station_path=config.station.path,
-            counts=counts,
-            sinks=result_sinks,
+            sinks=ResultSinks([counts.observe, *result_sinks]),
             reject=reject,
-            on_alarm=on_alarm,
+            on_alarm=events.station_alarm,
         )
-        status_target: list[Station] = []
         supervisors = []
         workers = []
         for cam in cameras:
-            worker_ref: list[PartWorker] = []
-
-            def on_skipped(part: SkippedPart, ref: list[PartWorker] = worker_ref) -> None:
-                ref[0].on_skipped(part)
-
-            def on_status(status: CameraStatus) -> None:
-                if status_target:
-                    status_target[0].on_camera_status(status)
-
-            sup = CameraSupervisor.from_config(cam, on_skipped=on_skipped, on_status=on_status)
-            worker = PartWorker(
-                sup,
-                inspector,
-                fanout,
-                recipe_id=cam.recipe,
-                budget_ms=config.budget_ms,
-                threads=config.line.inspection_threads,
-                pending_parts_max=config.line.pending_parts_max,
-                reject=reject,
-                skipped_sinks=skipped_sinks,
+            skipped = SkippedParts(
+                cam.id, fanout, inspector, recipe_id=cam.recipe, max_waiting=config.line.pending_parts_max
             )
-            worker_ref.append(worker)
-            supervisors.append(sup)
-            workers.append(worker)
+            supervisor = CameraSupervisor.from_config(
+                cam,
+                on_part=reject.part_entered if reject is not None and reject.camera_id == cam.id else None,
+                on_skipped=skipped.put,
+                on_status=events.camera_status,
+            )
+            supervisors.append(supervisor)
+            workers.append(
+                PartWorker(
+                    supervisor,
+                    skipped,
+                    inspector,
+                    fanout,
+                    recipe_id=cam.recipe,
+                    budget_ms=config.budget_ms,
+                    threads=config.line.inspection_threads,
+                )
+            )
         station = Station(
             station_id=config.station.id,
             station_path=config.station.path,
             publisher=publisher,
             outbox=outbox,
+            events=events,
+            counts=counts,
             supervisors=supervisors,
             workers=workers,
-            fanout=fanout,
-            reject=reject,
+            tracker=reject.tracker if reject is not None else None,
             line_rate_parts_per_min=config.line.trigger_rate_parts_per_min,
             drain_timeout_s=config.line.drain_timeout_s,
             broker=broker,
             mqtt_address=(settings.host, settings.port),
         )
-    except BaseException:
-        if tracker is not None:
-            tracker.close()
-        if outbox is not None:
-            outbox.close()
-        if broker is not None:
-            broker.stop()
-        raise
-    alarm_target.append(station)
-    status_target.append(station)
+        undo.pop_all()  # the station owns them now
     return station
+
+
+def build_http_app(
+    inspector: Inspector,
+    config: StationConfig,
+    *,
+    api_key: str | None,
+    store: ResultStore,
+    metrics: StationMetrics,
+    status: StatusProvider,
+    result_sinks: Sequence[ResultSink],
+    station: Station | None = None,
+) -> FastAPI:
+    """The HTTP app of `serve` (uploads only) and `run` (a station: adds external triggers)."""
+    from lineinspect.http.app import create_app
+    from lineinspect.http.routes.dashboard import dashboard_router
+    from lineinspect.http.routes.metrics import metrics_router
+    from lineinspect.http.routes.results import results_router
+    from lineinspect.http.routes.status import status_router
+    from lineinspect.http.routes.triggers import triggers_router
+
+    routers = [results_router(store), status_router(status), metrics_router(metrics, status), dashboard_router()]
+    if station is not None:
+        routers.append(triggers_router(station.trigger, {c: s.trigger_mode for c, s in station.supervisors.items()}))
+    return create_app(
+        inspector,
+        config.http,
+        station_path=config.station.path,
+        api_key=api_key,
+        routers=routers,
+        result_sinks=result_sinks,
+    )

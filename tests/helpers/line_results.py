@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from lineinspect.core.defects import Box, Defect
-from lineinspect.core.recipe import Finding, Verdict
-from lineinspect.core.result import Result, new_result_id
+from lineinspect.core.result import Finding, Result, UndecidedKind, Verdict, new_result_id
 
 STATION_PATH = "acme/s1/a1/l1/cell1/lineinspect/teststation"
 T0 = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
@@ -30,11 +29,13 @@ def line_result(
     score: float | None = 0.1,
     timings_ms: dict[str, float] | None = None,
     recipe: str = "bracket",
+    kind: UndecidedKind = UndecidedKind.TIMEOUT,
 ) -> Result:
-    """One result; camera=None is an HTTP upload (no camera, no sequence)."""
+    """One result; camera=None is an HTTP upload (no camera, no sequence); `kind` for an undecided one."""
     return Result(
         result_id=new_result_id(),
         verdict=verdict,
+        undecided_kind=kind if verdict is Verdict.UNDECIDED else None,
         reason=reason or {"pass": "no defect", "fail": "defects over the limit", "undecided": "timed out"}[verdict],
         score=score,
         findings=defects,

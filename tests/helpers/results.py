@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from lineinspect.core.recipe import Verdict
-from lineinspect.core.result import Result, new_result_id
+from lineinspect.core.result import Result, Verdict, new_result_id
 
 
 def make_result(part_no: int, station: str = "acme/plant1/area1/line1/cell1/lineinspect/station1") -> Result:

@@ -47,7 +47,7 @@ def test_folder_software_trigger_gives_one_frame_per_trigger_with_part_ids(tmp_p
     assert [c.frame.part_id for c in caps] == ["P0", "P1", "P2"]
     assert [c.frame.encoder_count for c in caps] == [0, 1000, 2000]
     assert [image_index(c.frame.image) for c in caps] == [0, 1, 2]
-    assert all(c.trigger_ns is not None and c.trigger_ns <= c.grabbed_ns for c in caps)
+    assert all(c.frame.part is not None and c.frame.part.trigger_ns <= c.grabbed_ns for c in caps)
     assert rec.skipped == []
     assert counters["triggers"] == 3 and counters["frames"] == 3
 

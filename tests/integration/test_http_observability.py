@@ -28,7 +28,7 @@ from lineinspect.assemble import build_inspector
 from lineinspect.cli import main
 from lineinspect.config import HttpSection, load_station
 from lineinspect.core.inspector import Inspector
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.http.app import create_app
 from lineinspect.http.routes.dashboard import dashboard_router
 from lineinspect.http.routes.metrics import metrics_router

@@ -10,7 +10,7 @@ import pytest
 from lineinspect.assemble import single_model_inspector
 from lineinspect.core.frame import Frame
 from lineinspect.core.model import Model, RuntimeOptions
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.errors import ModelError
 from tests.helpers.graphs import brightness_anomaly, constant_output_graph, red_segmentation, save_model
 

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lineinspect.core.recipe import Verdict
-from lineinspect.line.metrics import StationMetrics, UndecidedKind, undecided_kind
+from lineinspect.core.result import UndecidedKind, Verdict
+from lineinspect.line.capture.base import TriggerMode
+from lineinspect.line.capture.supervisor import CameraState, CameraStatus
+from lineinspect.line.events import StationAlarm
+from lineinspect.line.metrics import StationMetrics
+from lineinspect.line.mqtt import PublisherStats
+from lineinspect.line.reject.alarms import Alarm, AlarmKind
+from lineinspect.line.status import (
+    MODE_LINE,
+    BrokerStatus,
+    OfflineStatus,
+    OutboxStatus,
+    RejectStatus,
+    StationInfo,
+    StationStatus,
+    StatusProvider,
+)
 from tests.helpers.line_results import finding, line_result
 
 
-def samples(metrics: StationMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def samples(
+    metrics: StationMetrics, status: StatusProvider | None
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the text exposition (parsed as Prometheus would), by name and labels."""
-    text = metrics.exposition().decode("utf-8")
+    text = metrics.exposition(status).decode("utf-8")
     out = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -22,57 +39,83 @@ def samples(metrics: StationMetrics) -> dict[tuple[str, frozenset[tuple[str, str
     return out
 
 
-def value(metrics: StationMetrics, name: str, **labels: str) -> float | None:
-    return samples(metrics).get((name, frozenset(labels.items())))
+def value(
+    metrics: StationMetrics, name: str, *, status: StatusProvider | None = lambda: STATUS, **labels: str
+) -> float | None:
+    return samples(metrics, status).get((name, frozenset(labels.items())))
 
 
-def names(metrics: StationMetrics) -> set[str]:
-    return {name for name, _labels in samples(metrics)}
+def names(metrics: StationMetrics, *, status: StatusProvider | None) -> set[str]:
+    return {name for name, _labels in samples(metrics, status)}
 
 
-STATUS: dict[str, Any] = {
-    "station": {
-        "id": "teststation",
-        "path": "acme/s1/a1/l1/cell1/lineinspect/teststation",
-        "state": "running",
-        "started_at": "2024-05-01T06:00:00Z",
-    },
-    "cameras": [
-        {
-            "camera_id": "cam1",
-            "state": "connected",
-            "queue": {"depth": 1, "size": 4},
-            "reconnect_attempts": 0,
-            "counters": {"frames": 120, "skipped_parts": 2, "missed_frames": 1},
-            "stream": {"n_completed_buffers": 120, "n_missing_packets": 3},
-        },
-        {
-            "camera_id": "cam2",
-            "state": "lost",
-            "queue": {"depth": 0, "size": 4},
-            "reconnect_attempts": 3,
-            "last_error": "device removed",
-            "counters": {"frames": 80, "skipped_parts": 5, "missed_frames": 0},
-            "stream": {"failed_buffers": 4},
-        },
-    ],
-    "broker": {
-        "connected": False,
-        "published": 195,
-        "acked": 190,
-        "resent": 2,
-        "in_flight": 0,
-        "outbox_depth": 12,
-        "outbox_alarm": True,
-        "last_error": "connection refused",
-    },
-    "outbox": {"depth": 12, "alarm": True},
-    "reject": {
-        "counters": {"fired": 9, "missed": 1, "late": 2, "errors": 0, "undecided_rejected": 7},
-        "alarms": [{"kind": "bin_full", "active": True}, {"kind": "air_low", "active": False}],
-    },
-    "counts": {"pass": 180, "fail": 8, "undecided": 7, "skipped": 7, "late": 2, "outbox_refused": 0},
-}
+T0 = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
+
+
+def camera(
+    camera_id: str, state: CameraState, *, depth: int, attempts: int, counters: dict[str, int], stream: dict[str, int]
+) -> CameraStatus:
+    return CameraStatus(
+        camera_id=camera_id,
+        state=state,
+        since=T0,
+        trigger_mode=TriggerMode.SOFTWARE,
+        last_error=None if state is CameraState.CONNECTED else "device removed",
+        reconnect_attempts=attempts,
+        next_attempt_in_ms=None,
+        queue_depth=depth,
+        queue_size=4,
+        counters=counters,
+        stream=stream,
+    )
+
+
+def station_status(*, outbox_depth: int = 12, outbox_alarm: bool = True) -> StationStatus:
+    stats = PublisherStats(
+        connected=False,
+        published=195,
+        acked=190,
+        resent=2,
+        in_flight=0,
+        outbox_depth=outbox_depth,
+        outbox_alarm=outbox_alarm,
+        last_error="connection refused",
+    )
+    return StationStatus(
+        station=StationInfo("teststation", "acme/s1/a1/l1/cell1/lineinspect/teststation", "running", MODE_LINE, T0),
+        cameras=(
+            camera(
+                "cam1",
+                CameraState.CONNECTED,
+                depth=1,
+                attempts=0,
+                counters={"frames": 120, "skipped_parts": 2, "missed_frames": 1},
+                stream={"n_completed_buffers": 120, "n_missing_packets": 3},
+            ),
+            camera(
+                "cam2",
+                CameraState.LOST,
+                depth=0,
+                attempts=3,
+                counters={"frames": 80, "skipped_parts": 5, "missed_frames": 0},
+                stream={"failed_buffers": 4},
+            ),
+        ),
+        broker=BrokerStatus("127.0.0.1", 1883, False, stats),
+        outbox=OutboxStatus(outbox_depth, outbox_alarm),
+        reject=RejectStatus(
+            {"fired": 9, "missed": 1, "late": 2, "errors": 0, "undecided_rejected": 7},
+            (Alarm(AlarmKind.BIN_FULL, "bin full"),),
+        ),
+        alarms=(
+            StationAlarm("reject", "bin_full", "bin full"),
+            StationAlarm("station", "outbox_refused", "database or disk is full"),
+        ),
+        counts={"pass": 180, "fail": 8, "undecided": 7, "skipped": 7, "late": 2, "outbox_refused": 0},
+    )
+
+
+STATUS = station_status()
 
 
 def test_parts_are_counted_by_verdict_camera_recipe_and_source() -> None:
@@ -88,47 +131,21 @@ def test_parts_are_counted_by_verdict_camera_recipe_and_source() -> None:
     assert value(metrics, "lineinspect_parts_total", **upload) == 1
 
 
-def test_undecided_parts_are_counted_by_kind() -> None:
+def test_undecided_parts_are_counted_by_their_kind_field_not_their_reason() -> None:
     metrics = StationMetrics()
-    reasons = [
-        "skipped: camera lost: device removed",
-        "no image within 1000 ms of the software trigger",
-        "timed out: not inspected within 500 ms",
-        "late: decided 40 ms after the part's deadline",
-        "inspection error: RuntimeError: boom",
-    ]
-    for reason in reasons:
-        metrics.observe_result(line_result(verdict=Verdict.UNDECIDED, reason=reason, score=None))
+    kinds = [UndecidedKind.CAMERA_LOST, UndecidedKind.NO_IMAGE, UndecidedKind.NO_IMAGE, UndecidedKind.LATE]
+    for kind in kinds:
+        # The same wording for all of them: only the field decides how they are counted.
+        metrics.observe_result(line_result(verdict=Verdict.UNDECIDED, reason="late: timed out", score=None, kind=kind))
     by_kind = {
         kind: value(metrics, "lineinspect_undecided_parts_total", source="camera", camera="cam1", kind=kind)
-        for kind in ("skipped", "timeout", "late", "error")
+        for kind in ("camera_lost", "no_image", "late", "timeout")
     }
-    assert by_kind == {"skipped": 2, "timeout": 1, "late": 1, "error": 1}
+    assert by_kind == {"camera_lost": 1, "no_image": 2, "late": 1, "timeout": None}
     assert (
         value(metrics, "lineinspect_parts_total", source="camera", camera="cam1", recipe="bracket", verdict="undecided")
-        == 5
+        == 4
     )
-
-
-@pytest.mark.parametrize(
-    ("reason", "kind"),
-    [
-        ("skipped: inspection queue full (4 parts waiting)", UndecidedKind.SKIPPED),
-        ("camera lost: device removed", UndecidedKind.SKIPPED),
-        ("image broken: incomplete buffer", UndecidedKind.SKIPPED),
-        ("inspection queue full (4 parts waiting); oldest part given up", UndecidedKind.SKIPPED),
-        ("timed out: not inspected within 500 ms (http.inference_timeout_ms)", UndecidedKind.TIMEOUT),
-        ("late: result 12 ms past the deadline", UndecidedKind.LATE),
-        ("not inspected: no image within 1000 ms of the software trigger", UndecidedKind.SKIPPED),
-        ("late: decided after 90 ms, budget 50 ms (the inspection said undecided: timed out)", UndecidedKind.LATE),
-        ("not stored for the MES: outbox full", UndecidedKind.ERROR),
-        ("decided after the part's deadline", UndecidedKind.LATE),
-        ("inspection error: ValueError: bad shape", UndecidedKind.ERROR),
-        ("operator override", UndecidedKind.OTHER),
-    ],
-)
-def test_undecided_kind_reads_the_reason(reason: str, kind: UndecidedKind) -> None:
-    assert undecided_kind(reason) is kind
 
 
 def test_stage_times_land_in_second_buckets() -> None:
@@ -162,18 +179,22 @@ def test_image_scores_and_defects_by_class_are_counted() -> None:
 
 
 def test_status_gauges_are_read_at_scrape_time() -> None:
-    status = {**STATUS, "outbox": {"depth": 12, "alarm": True}}
-    metrics = StationMetrics(status_provider=lambda: status)
-    assert value(metrics, "lineinspect_status_up") == 1
-    assert value(metrics, "lineinspect_outbox_depth_results") == 12
-    assert value(metrics, "lineinspect_outbox_alarm") == 1
-    status["outbox"] = {"depth": 0, "alarm": False}
-    assert value(metrics, "lineinspect_outbox_depth_results") == 0
-    assert value(metrics, "lineinspect_outbox_alarm") == 0
+    now = {"status": station_status(outbox_depth=12, outbox_alarm=True)}
+    metrics = StationMetrics()
+
+    def provider() -> StationStatus:
+        return now["status"]
+
+    assert value(metrics, "lineinspect_status_up", status=provider) == 1
+    assert value(metrics, "lineinspect_outbox_depth_results", status=provider) == 12
+    assert value(metrics, "lineinspect_outbox_alarm", status=provider) == 1
+    now["status"] = station_status(outbox_depth=0, outbox_alarm=False)
+    assert value(metrics, "lineinspect_outbox_depth_results", status=provider) == 0
+    assert value(metrics, "lineinspect_outbox_alarm", status=provider) == 0
 
 
 def test_broker_station_and_reject_numbers_are_exported() -> None:
-    metrics = StationMetrics(status_provider=lambda: STATUS)
+    metrics = StationMetrics()
     assert value(metrics, "lineinspect_broker_connected") == 0
     assert value(metrics, "lineinspect_broker_acked_results_total") == 190
     assert value(metrics, "lineinspect_broker_resent_results_total") == 2
@@ -183,21 +204,16 @@ def test_broker_station_and_reject_numbers_are_exported() -> None:
     assert value(metrics, "lineinspect_reject_missed_total") == 1
     assert value(metrics, "lineinspect_reject_undecided_rejected_total") == 7
     assert value(metrics, "lineinspect_reject_alarm_active", kind="bin_full") == 1
-    assert value(metrics, "lineinspect_reject_alarm_active", kind="air_low") == 0
+    assert value(metrics, "lineinspect_reject_alarm_active", kind="air_low") is None
+    assert value(metrics, "lineinspect_alarm_active", source="reject", kind="bin_full") == 1
+    assert value(metrics, "lineinspect_alarm_active", source="station", kind="outbox_refused") == 1
     assert value(metrics, "lineinspect_skipped_parts_total") == 7
     assert value(metrics, "lineinspect_late_parts_total") == 2
     assert value(metrics, "lineinspect_outbox_refused_parts_total") == 0
 
 
-def test_reject_counters_are_read_from_a_flat_snapshot_too() -> None:
-    status = {"reject": {"fired": 4, "late": 1, "alarms": []}}
-    metrics = StationMetrics(status_provider=lambda: status)
-    assert value(metrics, "lineinspect_reject_fired_total") == 4
-    assert value(metrics, "lineinspect_reject_late_total") == 1
-
-
 def test_camera_state_and_stream_statistics_are_labelled_per_camera() -> None:
-    metrics = StationMetrics(status_provider=lambda: STATUS)
+    metrics = StationMetrics()
     assert value(metrics, "lineinspect_camera_connected", camera="cam1") == 1
     assert value(metrics, "lineinspect_camera_connected", camera="cam2") == 0
     assert value(metrics, "lineinspect_camera_state", camera="cam2", state="lost") == 1
@@ -210,26 +226,26 @@ def test_camera_state_and_stream_statistics_are_labelled_per_camera() -> None:
 
 
 def test_a_broken_status_provider_leaves_the_result_counters_served(caplog: pytest.LogCaptureFixture) -> None:
-    def broken() -> dict[str, Any]:
+    def broken() -> StationStatus:
         raise RuntimeError("station is stopping")
 
-    metrics = StationMetrics(status_provider=broken)
+    metrics = StationMetrics()
     metrics.observe_result(line_result())
-    assert value(metrics, "lineinspect_status_up") == 0
-    assert (
-        value(metrics, "lineinspect_parts_total", source="camera", camera="cam1", recipe="bracket", verdict="pass") == 1
-    )
+    assert value(metrics, "lineinspect_status_up", status=broken) == 0
+    labels = {"source": "camera", "camera": "cam1", "recipe": "bracket", "verdict": "pass"}
+    assert value(metrics, "lineinspect_parts_total", status=broken, **labels) == 1
     assert "reading the station status for /metrics failed" in caplog.text
 
 
 def test_a_station_without_broker_cameras_or_rejects_exports_no_such_gauges() -> None:
-    metrics = StationMetrics(status_provider=lambda: {"cameras": [], "broker": None, "outbox": None, "reject": None})
-    exported = names(metrics)
+    metrics = StationMetrics()
+    offline = OfflineStatus(station_id="s", station_path="a/b/c/d/e/lineinspect/s")
+    exported = names(metrics, status=offline)
     assert "lineinspect_status_up" in exported
     assert not {
         n
         for n in exported
-        if n.startswith(("lineinspect_broker", "lineinspect_camera", "lineinspect_reject", "lineinspect_outbox"))
+        if n.startswith(("lineinspect_broker", "lineinspect_camera", "lineinspect_reject", "lineinspect_outbox_d"))
     }
 
 
@@ -241,8 +257,8 @@ def test_each_station_metrics_counts_on_its_own() -> None:
     assert value(second, "lineinspect_parts_total", **labels) is None
 
 
-def test_status_provider_can_be_given_after_the_metrics_exist() -> None:
+def test_without_a_status_only_the_result_counters_are_served() -> None:
     metrics = StationMetrics()
-    assert "lineinspect_status_up" not in names(metrics)
-    metrics.use_status(lambda: STATUS)
-    assert value(metrics, "lineinspect_outbox_depth_results") == 12
+    metrics.observe_result(line_result())
+    assert "lineinspect_status_up" not in names(metrics, status=None)
+    assert "lineinspect_parts_total" in names(metrics, status=None)

@@ -6,11 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from lineinspect.core.clock import utc_now
 from lineinspect.core.defects import Box, Defect, defects_from_mask
-from lineinspect.core.frame import utc_now
 from lineinspect.core.overlay import COUNTING_COLOUR, TOLERATED_COLOUR, draw_overlay, encode_overlay
-from lineinspect.core.recipe import Finding, Verdict
-from lineinspect.core.result import Result
+from lineinspect.core.result import Finding, Result, Verdict
 from lineinspect.errors import ImageError
 
 

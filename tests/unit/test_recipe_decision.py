@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from lineinspect.core.defects import Box, Defect
-from lineinspect.core.recipe import ClassRule, Recipe, Verdict, decide
+from lineinspect.core.recipe import ClassRule, Recipe, decide
+from lineinspect.core.result import Verdict
 
 
 def defect(cls: str = "scratch", score: float = 0.9, area: float = 100, length: float = 20) -> Defect:

@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from lineinspect.core.clock import utc_now
 from lineinspect.core.defects import Defect
 from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ConfigError, LineinspectError
@@ -369,4 +370,4 @@ def warn_small_limits(recipes: Iterable[Recipe], calibrations: Mapping[str, Cali
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    return utc_now().replace(microsecond=0)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+from lineinspect.core.clock import utc_now
+from lineinspect.core.part import PartRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,16 +17,16 @@ class Frame:
 
     captured_at is the host's UTC time of capture; device_timestamp_ns is the
     camera's own clock where the backend reports it. `source` names where the
-    image came from (file path, upload name, camera URL).
+    image came from (file path, upload name, camera URL). `part` is the
+    triggered part the image belongs to (None for uploads and free-running
+    cameras); the camera supervisor attaches it.
     """
 
     image: np.ndarray
     captured_at: datetime = field(default_factory=utc_now)
     camera_id: str | None = None
     frame_id: int | None = None
-    trigger_id: int | None = None
-    part_id: str | None = None
-    encoder_count: int | None = None
+    part: PartRef | None = None
     device_timestamp_ns: int | None = None
     source: str | None = None
     simulated: bool = False
@@ -39,3 +38,15 @@ class Frame:
             raise ValueError(
                 f"Frame.image must be (H, W) or (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}"
             )
+
+    @property
+    def trigger_id(self) -> int | None:
+        return self.part.trigger_id if self.part is not None else None
+
+    @property
+    def part_id(self) -> str | None:
+        return self.part.part_id if self.part is not None else None
+
+    @property
+    def encoder_count(self) -> int | None:
+        return self.part.encoder_count if self.part is not None else None

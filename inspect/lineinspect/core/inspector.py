@@ -5,6 +5,7 @@ The same object serves camera frames and HTTP uploads.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -12,12 +13,15 @@ from typing import Protocol
 
 import numpy as np
 
+from lineinspect.core.clock import utc_now
 from lineinspect.core.defects import Defect
-from lineinspect.core.frame import Frame, utc_now
+from lineinspect.core.frame import Frame
 from lineinspect.core.model import Model
-from lineinspect.core.recipe import Decision, Recipe, Verdict, decide
-from lineinspect.core.result import Result, new_result_id
+from lineinspect.core.recipe import Decision, Recipe, decide
+from lineinspect.core.result import Provenance, Result, UndecidedKind, new_result_id
 from lineinspect.errors import LineinspectError
+
+log = logging.getLogger(__name__)
 
 
 class UnknownRecipe(LineinspectError):
@@ -76,8 +80,25 @@ class Inspector:
             raise UnknownRecipe(f"unknown recipe '{rid}'; this station has {sorted(self.recipes)}") from None
 
     def inspect(self, frame: Frame, recipe_id: str | None = None) -> Result:
-        """Inspect one frame. Never raises for a model failure: that is an `undecided` result."""
+        """Inspect one frame. Raises only UnknownRecipe: any failure inside is an `undecided` result.
+
+        The line, uploads and `check` all rely on this: one bad frame is one undecided part, never a
+        stopped worker, a 500 or an aborted batch.
+        """
         recipe = self.recipe(recipe_id)
+        try:
+            return self._judge(frame, recipe)
+        except Exception as exc:
+            log.exception("inspecting a frame of camera %s with recipe %s failed", frame.camera_id, recipe.id)
+            return Result.undecided(
+                None,
+                UndecidedKind.INFERENCE,
+                f"inspection error: {type(exc).__name__}: {exc}",
+                frame=frame,
+                provenance=self.provenance(recipe.id),
+            )
+
+    def _judge(self, frame: Frame, recipe: Recipe) -> Result:
         model = self.models[recipe.model]
         calibration = self.calibrations.get(frame.camera_id or "")
         t0 = time.monotonic_ns()
@@ -87,10 +108,12 @@ class Inspector:
             roi = recipe.roi
             h, w = image.shape[:2]
             if roi.x + roi.width > w or roi.y + roi.height > h:
-                return self.undecided(
-                    frame,
+                return Result.undecided(
+                    None,
+                    UndecidedKind.ROI_OUTSIDE,
                     f"recipe '{recipe.id}' ROI {roi.x},{roi.y} {roi.width}x{roi.height} lies outside the {w}x{h} image",
-                    recipe.id,
+                    frame=frame,
+                    provenance=self.provenance(recipe.id),
                 )
             # Undistortion keeps the image size, so the ROI check holds; remap only the ROI.
             if calibration is not None:
@@ -104,7 +127,13 @@ class Inspector:
         try:
             inference = model.infer(np.ascontiguousarray(image))
         except Exception as exc:
-            return self.undecided(frame, f"inference error: {type(exc).__name__}: {exc}", recipe.id)
+            return Result.undecided(
+                None,
+                UndecidedKind.INFERENCE,
+                f"inference error: {type(exc).__name__}: {exc}",
+                frame=frame,
+                provenance=self.provenance(recipe.id),
+            )
         t2 = time.monotonic_ns()
         defects = [d.shifted(ox, oy) if (ox or oy) else d for d in inference.output.defects]
         h, w = frame.image.shape[:2]
@@ -150,34 +179,13 @@ class Inspector:
             simulated=frame.simulated,
         )
 
-    def undecided(self, frame: Frame | None, reason: str, recipe_id: str | None = None) -> Result:
-        """A result for a part that could not be inspected (rejected by default)."""
+    def provenance(self, recipe_id: str | None) -> Provenance | None:
+        """The recipe and model a part of this recipe is judged with; None for an unknown recipe."""
         recipe = self.recipes.get(recipe_id or self.default_recipe)
-        model = self.models.get(recipe.model) if recipe is not None else None
-        now = utc_now()
-        image = frame.image if frame is not None else None
-        return Result(
-            result_id=new_result_id(),
-            verdict=Verdict.UNDECIDED,
-            reason=reason,
-            score=None,
-            findings=(),
-            captured_at=frame.captured_at if frame is not None else now,
-            decided_at=now,
-            recipe_id=recipe.id if recipe is not None else None,
-            recipe_version=recipe.version if recipe is not None else None,
-            model_id=model.id if model is not None else None,
-            model_sha256=model.sha256 if model is not None else None,
-            camera_id=frame.camera_id if frame is not None else None,
-            frame_id=frame.frame_id if frame is not None else None,
-            trigger_id=frame.trigger_id if frame is not None else None,
-            part_id=frame.part_id if frame is not None else None,
-            encoder_count=frame.encoder_count if frame is not None else None,
-            image_width=image.shape[1] if image is not None else None,
-            image_height=image.shape[0] if image is not None else None,
-            image_ref=frame.source if frame is not None else None,
-            simulated=frame.simulated if frame is not None else False,
-        )
+        if recipe is None:
+            return None
+        model = self.models[recipe.model]
+        return Provenance(recipe.id, recipe.version, model.id, model.sha256)
 
 
 def px_only_cause(camera_id: str | None, calibration: PlaneCalibration | None, width: int, height: int) -> str:

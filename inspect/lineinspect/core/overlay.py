@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 
 from lineinspect.core.defects import Defect
-from lineinspect.core.recipe import Finding, Verdict
-from lineinspect.core.result import Result
+from lineinspect.core.result import Finding, Result, Verdict
 from lineinspect.errors import ImageError
 
 # BGR colours.

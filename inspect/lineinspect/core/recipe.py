@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lineinspect.core.defects import Defect
-
-
-class Verdict(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    UNDECIDED = "undecided"
+from lineinspect.core.result import Finding, Verdict
 
 
 class Roi(BaseModel):
@@ -64,15 +58,6 @@ class Recipe(BaseModel):
 
     def rule_for(self, class_name: str) -> ClassRule:
         return self.classes.get(class_name) or self.classes.get("*") or ClassRule()
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A reported defect and whether it counts against the part."""
-
-    defect: Defect
-    counts: bool
-    why: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,20 +4,84 @@ Payload format `lineinspect.result/1`; its JSON Schema ships in
 `lineinspect/schemas/result-1.schema.json`. Fields follow the OPC UA Machine
 Vision result type where one exists (result id, part id, verdict, processing
 times).
+
+A result is made in one of two ways: the Inspector's judgement of a frame, or
+`Result.undecided(part, kind, reason)` for a part that got none. On its way out
+it changes only by `overruled` (judged, but too late: undecided), `stamped`
+(what the station adds: its UNS path and the runtime's timings) and the
+outbox's `sequence`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
-from lineinspect.core.recipe import Finding, Verdict
+from lineinspect.core.clock import iso_utc, utc_now
+from lineinspect.core.defects import Defect
+from lineinspect.core.frame import Frame
+from lineinspect.core.part import PartRef
+
+log = logging.getLogger(__name__)
 
 SCHEMA_ID = "lineinspect.result/1"
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNDECIDED = "undecided"  # no pass/fail could be given; rejected by default (fail-safe)
+
+
+class UndecidedKind(StrEnum):
+    """Why a part is undecided, as a field of its result (`undecided_kind`): the MES and /metrics count these.
+
+    The reason text says the same for a person; the kind never depends on its wording.
+    """
+
+    LATE = "late"  # past the part's deadline (trigger + budget), inspected or not
+    TIMEOUT = "timeout"  # an upload's inspection did not finish within http.inference_timeout_ms
+    QUEUE_FULL = "queue_full"  # the camera's inspection queue was full
+    NO_IMAGE = "no_image"  # triggered (or numbered by the camera) but no image arrived
+    IMAGE_BROKEN = "image_broken"  # the image arrived incomplete (lost packets, broken buffer)
+    CAMERA_LOST = "camera_lost"  # the camera was not connected or was lost with the part pending
+    TRIGGER_FAILED = "trigger_failed"  # the software trigger could not be sent
+    STOPPED = "stopped"  # the station or camera stopped before the part was inspected
+    ROI_OUTSIDE = "roi_outside"  # the recipe's ROI does not fit the frame
+    INFERENCE = "inference"  # the model or the inspection failed on this frame
+    OUTBOX_REFUSED = "outbox_refused"  # the result could not be stored for the MES (disk full, database error)
+
+    @property
+    def inspected(self) -> bool:
+        """False where the part never reached the model (skipped): no image, no slot, no camera, no time."""
+        return self in (UndecidedKind.LATE, UndecidedKind.INFERENCE, UndecidedKind.OUTBOX_REFUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A reported defect and whether it counts against the part."""
+
+    defect: Defect
+    counts: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What a part is (or would have been) judged with: recipe and model, with their versions."""
+
+    recipe_id: str
+    recipe_version: str
+    model_id: str
+    model_sha256: str
 
 
 def new_result_id() -> str:
@@ -31,7 +95,7 @@ def result_schema() -> dict[str, Any]:
 
 
 def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return None if ts is None else iso_utc(ts)
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -52,6 +116,7 @@ class Result:
     model_id: str | None
     model_sha256: str | None
     calibration_id: str | None = None
+    undecided_kind: UndecidedKind | None = None  # set exactly when verdict is undecided
     camera_id: str | None = None
     frame_id: int | None = None
     trigger_id: int | None = None
@@ -65,6 +130,67 @@ class Result:
     simulated: bool = False
     station: str | None = None
     sequence: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.verdict is Verdict.UNDECIDED) != (self.undecided_kind is not None):
+            raise ValueError(
+                f"result {self.result_id}: undecided_kind {self.undecided_kind} does not fit verdict {self.verdict}"
+            )
+
+    @classmethod
+    def undecided(
+        cls,
+        part: PartRef | None,
+        kind: UndecidedKind,
+        reason: str,
+        *,
+        frame: Frame | None = None,
+        provenance: Provenance | None = None,
+        source: str | None = None,
+    ) -> Result:
+        """The one way to make a result for a part that got no pass/fail (rejected by default).
+
+        part: the part as known at its trigger (None for an upload or a free-running frame); the frame's
+        own part where not given. frame: its image where one exists (size, capture time, source).
+        provenance: the recipe and model it would have been judged with, where known.
+        source: where the image came from, when there is no frame (an upload's file name).
+        """
+        part = part if part is not None else (frame.part if frame is not None else None)
+        now = utc_now()
+        image = frame.image if frame is not None else None
+        camera_id = part.camera_id if part is not None else (frame.camera_id if frame is not None else None)
+        return cls(
+            result_id=new_result_id(),
+            verdict=Verdict.UNDECIDED,
+            undecided_kind=kind,
+            reason=reason,
+            score=None,
+            findings=(),
+            captured_at=frame.captured_at if frame is not None else now,
+            decided_at=now,
+            recipe_id=provenance.recipe_id if provenance is not None else None,
+            recipe_version=provenance.recipe_version if provenance is not None else None,
+            model_id=provenance.model_id if provenance is not None else None,
+            model_sha256=provenance.model_sha256 if provenance is not None else None,
+            camera_id=camera_id,
+            frame_id=frame.frame_id if frame is not None else None,
+            trigger_id=part.trigger_id if part is not None else None,
+            part_id=part.part_id if part is not None else None,
+            encoder_count=part.encoder_count if part is not None else None,
+            image_width=image.shape[1] if image is not None else None,
+            image_height=image.shape[0] if image is not None else None,
+            image_ref=frame.source if frame is not None else source,
+            simulated=frame.simulated if frame is not None else False,
+        )
+
+    def overruled(self, kind: UndecidedKind, reason: str) -> Result:
+        """This judgement made undecided (e.g. it came too late): score and findings stay for the record."""
+        return dataclasses.replace(self, verdict=Verdict.UNDECIDED, undecided_kind=kind, reason=reason)
+
+    def stamped(self, *, station: str | None, timings_ms: dict[str, float] | None = None) -> Result:
+        """What the station adds to every result it sends: its UNS path, and the runtime's stage times (ms)."""
+        timings = {**self.timings_ms, **(timings_ms or {})}
+        return dataclasses.replace(self, station=station, timings_ms=timings)
 
     def to_payload(self) -> dict[str, Any]:
         defects = []
@@ -99,6 +225,7 @@ class Result:
             "captured_at": _iso(self.captured_at),
             "decided_at": _iso(self.decided_at),
             "verdict": self.verdict.value,
+            "undecided_kind": None if self.undecided_kind is None else self.undecided_kind.value,
             "reason": self.reason,
             "score": _round(self.score),
             "defects": defects,
@@ -113,3 +240,29 @@ class Result:
 
     def to_json(self) -> str:
         return json.dumps(self.to_payload(), ensure_ascii=False, separators=(",", ":"))
+
+
+ResultSink = Callable[[Result], None]
+
+
+class ResultSinks:
+    """The consumers of final results (local store, metrics, status), each isolated from the others.
+
+    A sink that raises is logged and skipped: the next sink, and the part's reject, still happen.
+    """
+
+    def __init__(self, sinks: Iterable[ResultSink] = ()) -> None:
+        self._sinks = tuple(sinks)
+
+    def __call__(self, result: Result) -> None:
+        for sink in self._sinks:
+            try:
+                sink(result)
+            except Exception:
+                log.exception("result sink %r failed for result %s", sink, result.result_id)
+
+    def __len__(self) -> int:
+        return len(self._sinks)
+
+    def __iter__(self) -> Iterator[ResultSink]:
+        return iter(self._sinks)

@@ -17,7 +17,8 @@ from fastapi import APIRouter, FastAPI
 from lineinspect import __version__
 from lineinspect.config import HttpSection
 from lineinspect.core.inspector import Inspector
-from lineinspect.http.deps import HttpServices, ResultSink
+from lineinspect.core.result import ResultSink, ResultSinks
+from lineinspect.http.deps import HttpServices
 from lineinspect.http.errors import install_error_handlers
 from lineinspect.http.pool import InspectionPool
 from lineinspect.http.routes import health, inspections
@@ -51,7 +52,7 @@ def create_app(
         settings=settings,
         station_path=station_path,
         api_key=api_key or None,
-        result_sinks=tuple(result_sinks),
+        result_sinks=ResultSinks(result_sinks),
     )
 
     @asynccontextmanager

@@ -7,7 +7,6 @@ Everything comes from the `HttpServices` that `create_app` puts on
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -15,14 +14,11 @@ from fastapi import Depends, Header, Request
 
 from lineinspect.config import HttpSection
 from lineinspect.core.inspector import Inspector
-from lineinspect.core.result import Result
+from lineinspect.core.result import ResultSinks
 from lineinspect.http.errors import ApiError
 from lineinspect.http.pool import InspectionPool
 
 API_KEY_HEADER = "X-API-Key"
-
-ResultSink = Callable[[Result], None]
-
 
 @dataclass
 class HttpServices:
@@ -37,7 +33,7 @@ class HttpServices:
     settings: HttpSection
     station_path: str | None = None
     api_key: str | None = None
-    result_sinks: tuple[ResultSink, ...] = ()
+    result_sinks: ResultSinks = field(default_factory=ResultSinks)
     pool: InspectionPool | None = field(default=None, repr=False)
 
 

@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lineinspect import __version__
+from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.result import Result
 from lineinspect.errors import ConfigError
 from lineinspect.line.outbox import DEFAULT_MAX_ROWS, Outbox
@@ -340,11 +340,11 @@ class ResultPublisher:
     def publish_event(self, topic: str, payload: dict[str, Any]) -> None:
         """An event (alarm, dry-run reject) at QoS 1, not retained and not queued durably: results are
         the durable channel; events that happen while the broker is away are in the log and audit."""
-        self._client.publish(topic, json.dumps({"at": _utc_iso(), **payload}), 1, False)
+        self._client.publish(topic, json.dumps({"at": utc_now_iso("milliseconds"), **payload}), 1, False)
 
     def publish_camera_status(self, camera_id: str, state: str, **fields: Any) -> None:
         """Retained status of one camera; sent again after every reconnect."""
-        payload = json.dumps({"state": state, "camera_id": camera_id, "at": _utc_iso(), **fields})
+        payload = json.dumps({"state": state, "camera_id": camera_id, "at": utc_now_iso("milliseconds"), **fields})
         with self._state_lock:
             self._camera_status[camera_id] = payload
         self._client.publish(self.topics.camera_status(camera_id), payload, 1, True)
@@ -517,9 +517,11 @@ class ResultPublisher:
 
     def _status_payload(self, state: str, **fields: Any) -> str:
         return json.dumps(
-            {"state": state, "station": self.topics.prefix, "version": __version__, "at": _utc_iso(), **fields}
+            {
+                "state": state,
+                "station": self.topics.prefix,
+                "version": __version__,
+                "at": utc_now_iso("milliseconds"),
+                **fields,
+            }
         )
-
-
-def _utc_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

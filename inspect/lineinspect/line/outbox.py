@@ -36,10 +36,10 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.result import Result
 from lineinspect.errors import LineinspectError
 
@@ -171,7 +171,7 @@ class Outbox:
                     stamped = dataclasses.replace(result, sequence=int(row[0]))
                     self._conn.execute(
                         "INSERT INTO outbox (sequence, result_id, topic, payload, stored_at) VALUES (?, ?, ?, ?, ?)",
-                        (stamped.sequence, stamped.result_id, topic, stamped.to_json(), _now_iso()),
+                        (stamped.sequence, stamped.result_id, topic, stamped.to_json(), utc_now_iso()),
                     )
                     self._conn.execute("COMMIT")
                 except BaseException:
@@ -250,10 +250,6 @@ class Outbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _explain_open_error(path: Path, exc: sqlite3.Error) -> str:

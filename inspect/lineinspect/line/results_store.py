@@ -34,13 +34,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lineinspect.core.recipe import Verdict
-from lineinspect.core.result import Result
+from lineinspect.core.clock import iso_utc, utc_now
+from lineinspect.core.result import Result, Verdict
 from lineinspect.errors import LineinspectError
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _epoch_us(ts: datetime) -> int:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_utc(ts, "seconds")
 
 
 def _yield_pct(passed: int, total: int) -> float | None:
@@ -324,7 +324,7 @@ class ResultStore:
             now_ns = time.monotonic_ns()
             if self.retain_days is not None and (force or now_ns >= self._next_age_prune_ns):
                 self._next_age_prune_ns = now_ns + _AGE_PRUNE_INTERVAL_NS
-                cutoff = datetime.now(UTC) - timedelta(days=self.retain_days)
+                cutoff = utc_now() - timedelta(days=self.retain_days)
                 deleted = self._conn.execute("DELETE FROM results WHERE decided_us < ?", (_epoch_us(cutoff),))
                 self._rows -= max(0, deleted.rowcount)
         except sqlite3.Error as exc:

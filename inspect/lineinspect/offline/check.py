@@ -23,8 +23,7 @@ import numpy as np
 from lineinspect.core.decode import read_image_file
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector, with_decode_time
-from lineinspect.core.recipe import Verdict
-from lineinspect.core.result import Result
+from lineinspect.core.result import Result, Verdict
 from lineinspect.errors import ImageError, LineinspectError
 
 # Suffixes picked up when a folder is given; files named explicitly are tried whatever their suffix.
@@ -205,10 +204,7 @@ def check_images(
         else:
             image, decode_ms = decoded
             frame = Frame(image=image, source=str(path))
-            try:
-                result = inspector.inspect(frame, recipe_id)
-            except Exception as exc:  # one bad image must not stop a batch; it is undecided
-                result = inspector.undecided(frame, f"inspection error: {type(exc).__name__}: {exc}", recipe_id)
+            result = inspector.inspect(frame, recipe_id)  # a failure is an undecided row, never a stopped batch
             row = CheckRow.from_result(str(path), with_decode_time(result, decode_ms))
         rows.append(row)
         counts[row.verdict.value] += 1

@@ -5,6 +5,7 @@ mounting holes and a slot) lying in a fixture on a ribbed conveyor belt, as a
 line camera sees it: the part sits within a few pixels and about a degree of
 its nominal pose, the lighting has a gradient and a brightness that drift
 from part to part, the sensor adds noise, and every plate has its own
+
 brushed texture. Defective parts carry one or two defects drawn on the
 plate's face:
 
@@ -26,11 +27,12 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from lineinspect.core.clock import utc_now_iso
 
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "dent", "crack", "contamination")
 MANIFEST_FILE = "manifest.json"
@@ -191,7 +193,7 @@ def write_sample_set(
         "seed": seed,
         "width": width,
         "height": height,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": utc_now_iso("seconds"),
         "defect_classes": list(DEFECT_CLASSES),
         "images": entries,
     }

@@ -14,7 +14,7 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 
@@ -30,7 +30,7 @@ from lineinspect.core.decode import decode_image, sniff_format
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector, UnknownRecipe, with_decode_time
 from lineinspect.core.overlay import draw_overlay, encode_overlay
-from lineinspect.core.result import Result, result_schema
+from lineinspect.core.result import Result, UndecidedKind, result_schema
 from lineinspect.errors import ImageError
 from lineinspect.http.deps import API_KEY_HEADER, ApiKeyChecked, PoolDep, Services
 from lineinspect.http.errors import ApiError, ErrorBody
@@ -102,12 +102,7 @@ def inspect_upload(
         raise ImageError("corrupt", f"{name}: cannot be decoded: {type(exc).__name__}: {exc}") from None
     decode_ms = (time.monotonic_ns() - t0) / 1e6
     frame = Frame(image=image, source=name, camera_id=camera_id)
-    try:
-        result = inspector.inspect(frame, recipe_id)
-    except Exception as exc:  # the line must get a verdict, so an inspection bug is an undecided part
-        log.exception("inspection of upload %s failed", name)
-        result = inspector.undecided(frame, f"inspection error: {type(exc).__name__}: {exc}", recipe_id)
-    result = with_decode_time(result, decode_ms)
+    result = with_decode_time(inspector.inspect(frame, recipe_id), decode_ms)
     if not annotate:
         return InspectedUpload(result)
     media_type = "image/jpeg" if sniff_format(data) == "JPEG" else "image/png"
@@ -245,19 +240,17 @@ async def create_inspection(
             503, "busy", f"the station is busy ({exc}); retry in {RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}
         ) from None
     except PoolTimeout:
-        undecided = inspector.undecided(
+        undecided = Result.undecided(
             None,
+            UndecidedKind.TIMEOUT,
             f"timed out: not inspected within {settings.inference_timeout_ms} ms (http.inference_timeout_ms)",
-            recipe,
+            provenance=inspector.provenance(recipe),
+            source=filename,
         )
-        inspected = InspectedUpload(replace(undecided, image_ref=filename))
+        inspected = InspectedUpload(undecided)
 
-    result = replace(inspected.result, station=services.station_path)
-    for sink in services.result_sinks:
-        try:
-            sink(result)
-        except Exception:
-            log.exception("result sink %r failed for result %s", sink, result.result_id)
+    result = inspected.result.stamped(station=services.station_path)
+    services.result_sinks(result)
     log.info("upload %s: %s (%s)", filename, result.verdict.value, result.reason)
     payload = result.to_payload()
     if not annotate:

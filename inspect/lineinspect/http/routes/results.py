@@ -8,12 +8,13 @@ results); the MES has the complete record.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.clock import utc_now
+from lineinspect.core.result import Verdict
 from lineinspect.http.errors import ApiError, ErrorBody
 from lineinspect.line.results_store import MAX_QUERY_LIMIT, ResultStore
 
@@ -132,7 +133,7 @@ def results_router(store: ResultStore) -> APIRouter:
         if window_min is not None:
             if since is not None or until is not None:
                 raise ApiError(422, "invalid_request", "give query.window_min or query.since/until, not both")
-            since = datetime.now(UTC) - timedelta(minutes=window_min)
+            since = utc_now() - timedelta(minutes=window_min)
         summary = store.summary(since=since, until=until)
         summary["window_min"] = window_min
         return summary

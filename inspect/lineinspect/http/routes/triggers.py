@@ -7,12 +7,12 @@ result, `undecided` when it cannot be seen in time.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from lineinspect.core.clock import utc_now_iso
 from lineinspect.http.deps import ApiKeyChecked
 from lineinspect.http.errors import ApiError
 from lineinspect.line.capture.base import TriggerMode
@@ -45,6 +45,6 @@ def triggers_router(trigger: Trigger, trigger_modes: Mapping[str, TriggerMode]) 
             )
         body = request or TriggerRequest()
         trigger_id = trigger(camera_id, part_id=body.part_id, encoder_count=body.encoder_count)
-        return {"camera_id": camera_id, "trigger_id": trigger_id, "at": datetime.now(UTC).isoformat()}
+        return {"camera_id": camera_id, "trigger_id": trigger_id, "at": utc_now_iso()}
 
     return router

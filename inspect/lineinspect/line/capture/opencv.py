@@ -15,7 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lineinspect.core.frame import Frame, utc_now
+from lineinspect.core.clock import utc_now
+from lineinspect.core.frame import Frame
 from lineinspect.line.capture.base import CameraError, CameraLost, EndOfStream, TriggerMode
 from lineinspect.line.capture.config import OpenCVSource
 from lineinspect.line.capture.pacing import FramePacer, SoftwareTriggerLatch

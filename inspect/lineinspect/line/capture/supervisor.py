@@ -5,7 +5,9 @@ on a bounded queue of `Capture`s for the inspection worker. It never loses a
 triggered part silently: a part that has no usable image (no image by the grab
 timeout, a broken image, the camera lost, the queue full) is handed to
 `on_skipped` as a `SkippedPart`, which the runtime turns into an `undecided`
-result (a reject). When the camera stops answering it closes it and reconnects
+result (a reject). Each triggered part is a `PartRef` made once, at its trigger,
+and announced to `on_part` before any image or skip of it can exist; its
+capture or skipped-part notice carries the same PartRef. When the camera stops answering it closes it and reconnects
 with exponential backoff. `status()` is the snapshot for HTTP; `on_status` is
 called on every state change (for the retained MQTT camera status).
 """
@@ -23,7 +25,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from lineinspect.core.frame import Frame, utc_now
+from lineinspect.core.clock import utc_now
+from lineinspect.core.frame import Frame
+from lineinspect.core.part import PartRef
+from lineinspect.core.result import UndecidedKind
 from lineinspect.line.capture.base import (
     Camera,
     CameraError,
@@ -54,35 +59,47 @@ class CameraState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Capture:
-    """One grabbed frame waiting for inspection.
+    """One grabbed frame waiting for inspection; its part (if triggered) is `frame.part`.
 
-    trigger_ns / grabbed_ns are `time.monotonic_ns()` values: the part's deadline
-    starts at its trigger (software trigger) or else at the grab.
+    grabbed_ns is a `time.monotonic_ns()` value. The part's deadline starts at its
+    trigger (`frame.part.trigger_ns`) or, for a free-running camera, at the grab.
     """
 
     frame: Frame
     grabbed_ns: int
-    trigger_ns: int | None = None
+
+    @property
+    def start_ns(self) -> int:
+        """Where the part's time budget starts (monotonic ns)."""
+        part = self.frame.part
+        return part.trigger_ns if part is not None else self.grabbed_ns
 
     def deadline_ns(self, budget_ms: float) -> int:
-        start = self.trigger_ns if self.trigger_ns is not None else self.grabbed_ns
-        return start + int(budget_ms * 1_000_000)
+        return self.start_ns + int(budget_ms * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
 class SkippedPart:
     """A triggered part that will not be inspected; the runtime gives it an `undecided` result.
 
-    `frame` is set when an image exists but could not be queued.
+    `part` is None only for an image that arrived with no trigger waiting for it; `frame` is set
+    when an image exists but could not be queued. `kind` is the result's `undecided_kind`.
     """
 
     camera_id: str
+    kind: UndecidedKind
     reason: str
     at: datetime
-    trigger_id: int | None = None
-    part_id: str | None = None
-    encoder_count: int | None = None
+    part: PartRef | None = None
     frame: Frame | None = None
+
+    @property
+    def trigger_id(self) -> int | None:
+        return self.part.trigger_id if self.part is not None else None
+
+    @property
+    def part_id(self) -> str | None:
+        return self.part.part_id if self.part is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +133,6 @@ class CameraStatus:
         }
 
 
-@dataclass(slots=True)
-class _PendingTrigger:
-    trigger_id: int
-    sent_ns: int
-    part_id: str | None
-    encoder_count: int | None
-
-
 COUNTER_NAMES = (
     "frames",  # images grabbed
     "triggers",  # software triggers sent
@@ -149,11 +158,17 @@ class CameraSupervisor:
         reconnect_max_ms: int = 10_000,
         queue_size: int = 4,
         full_policy: QueueFullPolicy | None = None,
+        on_part: Callable[[PartRef], None] | None = None,
         on_skipped: Callable[[SkippedPart], None] | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
         join_timeout_s: float = 20.0,
     ) -> None:
-        """Times in ms; `join_timeout_s` bounds stop() (an SDK call may block a few seconds on a lost device)."""
+        """Times in ms; `join_timeout_s` bounds stop() (an SDK call may block a few seconds on a lost device).
+
+        Hooks (called on the trigger or camera thread; an exception is logged, never raised): `on_part` once
+        per triggered part, at its trigger; `on_skipped` for a part that will not be inspected; `on_status`
+        on every camera state change.
+        """
         mode = camera.trigger_mode
         if full_policy is None:
             full_policy = QueueFullPolicy.DROP_OLDEST if mode is TriggerMode.FREE_RUN else QueueFullPolicy.UNDECIDED_NEW
@@ -167,6 +182,7 @@ class CameraSupervisor:
         self.reconnect_min_ms = reconnect_min_ms
         self.reconnect_max_ms = reconnect_max_ms
         self.full_policy = full_policy
+        self.on_part = on_part
         self.on_skipped = on_skipped
         self.on_status = on_status
         self.join_timeout_s = join_timeout_s
@@ -175,7 +191,7 @@ class CameraSupervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: deque[_PendingTrigger] = deque()
+        self._pending: deque[PartRef] = deque()
         self._next_trigger_id = 1
         self._last_device_frame_id: int | None = None
         self._trigger_loss: CameraLost | None = None
@@ -193,6 +209,7 @@ class CameraSupervisor:
         config: CameraConfig,
         camera: Camera | None = None,
         *,
+        on_part: Callable[[PartRef], None] | None = None,
         on_skipped: Callable[[SkippedPart], None] | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
     ) -> CameraSupervisor:
@@ -209,6 +226,7 @@ class CameraSupervisor:
             reconnect_max_ms=config.reconnect.max_ms,
             queue_size=config.queue.size,
             full_policy=config.full_policy,
+            on_part=on_part,
             on_skipped=on_skipped,
             on_status=on_status,
         )
@@ -263,12 +281,13 @@ class CameraSupervisor:
             self._counters["triggers"] += 1
             connected = self._state is CameraState.CONNECTED
             reason = f"camera {self._state.value}: {self._last_error or 'not connected'}"
-            pending = _PendingTrigger(trigger_id, now, part_id, encoder_count)
+            pending = PartRef(self.camera_id, trigger_id, now, part_id, encoder_count)
             if connected:
                 # Recorded before the trigger goes out, so its image cannot arrive first.
                 self._pending.append(pending)
+        self._announce(pending)
         if not connected:
-            self._skip(reason, pending)
+            self._skip(UndecidedKind.CAMERA_LOST, reason, pending)
             return trigger_id
         try:
             self.camera.trigger()
@@ -280,7 +299,7 @@ class CameraSupervisor:
                 if isinstance(exc, CameraLost):
                     self._trigger_loss = exc
             if taken:
-                self._skip(f"software trigger failed: {exc}", pending)
+                self._skip(UndecidedKind.TRIGGER_FAILED, f"software trigger failed: {exc}", pending)
         return trigger_id
 
     # ----------------------------------------------------------------- status
@@ -356,7 +375,7 @@ class CameraSupervisor:
                     with self._lock:
                         self._next_attempt_at_ns = time.monotonic_ns() + delay_ms * 1_000_000
                     self._set_state(CameraState.LOST, str(exc))
-                    self._fail_pending(f"camera lost: {exc}")
+                    self._fail_pending(UndecidedKind.CAMERA_LOST, f"camera lost: {exc}")
                     self._refresh_sdk_stats()
                     self.camera.close()
                     if self._stop.wait(delay_ms / 1000):
@@ -370,7 +389,7 @@ class CameraSupervisor:
             if self._state is CameraState.CONNECTED:
                 self._refresh_sdk_stats()
             self.camera.close()
-            self._fail_pending("camera stopped before the image arrived")
+            self._fail_pending(UndecidedKind.STOPPED, "camera stopped before the image arrived")
             if self._state is not CameraState.FINISHED:
                 self._set_state(CameraState.STOPPED)
 
@@ -394,7 +413,7 @@ class CameraSupervisor:
                         # The device counted the broken image: it is not also a gap in the frame ids.
                         self._last_device_frame_id += 1
                 if self.trigger_mode is not TriggerMode.FREE_RUN:
-                    self._skip(f"image broken: {exc.problem}", self._take_trigger())
+                    self._skip(UndecidedKind.IMAGE_BROKEN, f"image broken: {exc.problem}", self._take_trigger())
                 continue
             except (CameraLost, EndOfStream):
                 raise
@@ -418,26 +437,24 @@ class CameraSupervisor:
             self._deliver(frame, now)
 
     def _deliver(self, frame: Frame, now_ns: int) -> None:
-        trigger_ns: int | None = None
+        part: PartRef | None = None
         if self.trigger_mode is TriggerMode.SOFTWARE:
-            pending = self._take_trigger(before_ns=now_ns)
-            if pending is None:
+            part = self._take_trigger(before_ns=now_ns)
+            if part is None:
                 # Its trigger already timed out and that part was reported undecided.
                 self._count("late_frames")
                 return
-            frame = replace(
-                frame, trigger_id=pending.trigger_id, part_id=pending.part_id, encoder_count=pending.encoder_count
-            )
-            trigger_ns = pending.sent_ns
         elif self.trigger_mode is TriggerMode.HARDWARE:
             for missing in self._missed_device_frames(frame.frame_id):
-                self._skip(f"camera numbered frame {missing} but never delivered it", self._take_trigger())
+                self._skip(
+                    UndecidedKind.NO_IMAGE,
+                    f"camera numbered frame {missing} but never delivered it",
+                    self._take_trigger(),
+                )
                 self._count("missed_frames")
-            hw = self._take_trigger()
-            frame = replace(frame, trigger_id=hw.trigger_id if hw else None)
-        if frame.camera_id is None:
-            frame = replace(frame, camera_id=self.camera_id)
-        self._enqueue(Capture(frame=frame, grabbed_ns=now_ns, trigger_ns=trigger_ns))
+            part = self._take_trigger()
+        frame = replace(frame, camera_id=frame.camera_id or self.camera_id, part=part)
+        self._enqueue(Capture(frame=frame, grabbed_ns=now_ns))
 
     def _enqueue(self, capture: Capture) -> None:
         try:
@@ -468,18 +485,27 @@ class CameraSupervisor:
             self._count("dropped_frames")
             return
         f = capture.frame
-        self._report(SkippedPart(self.camera_id, reason, utc_now(), f.trigger_id, f.part_id, f.encoder_count, frame=f))
+        self._report(SkippedPart(self.camera_id, UndecidedKind.QUEUE_FULL, reason, utc_now(), f.part, frame=f))
 
-    def _take_trigger(self, before_ns: int | None = None) -> _PendingTrigger | None:
-        """The oldest pending software trigger, or a new trigger id for a hardware-triggered image."""
+    def _take_trigger(self, before_ns: int | None = None) -> PartRef | None:
+        """The oldest pending software trigger, or a new (announced) part for a hardware-triggered image."""
         with self._lock:
-            if self.trigger_mode is TriggerMode.HARDWARE:
-                pending = _PendingTrigger(self._next_trigger_id, time.monotonic_ns(), None, None)
-                self._next_trigger_id += 1
-                return pending
-            if self._pending and (before_ns is None or self._pending[0].sent_ns <= before_ns):
-                return self._pending.popleft()
-            return None
+            if self.trigger_mode is not TriggerMode.HARDWARE:
+                if self._pending and (before_ns is None or self._pending[0].trigger_ns <= before_ns):
+                    return self._pending.popleft()
+                return None
+            part = PartRef(self.camera_id, self._next_trigger_id, time.monotonic_ns())
+            self._next_trigger_id += 1
+        self._announce(part)
+        return part
+
+    def _announce(self, part: PartRef) -> None:
+        """A part entered: tell `on_part`, once, before anything else of it is reported."""
+        if self.on_part is not None:
+            try:
+                self.on_part(part)
+            except Exception:
+                log.exception("camera %s: on_part hook failed for trigger %d", self.camera_id, part.trigger_id)
 
     def _missed_device_frames(self, frame_id: int | None) -> list[int]:
         with self._lock:
@@ -492,30 +518,23 @@ class CameraSupervisor:
     def _expire_triggers(self, now_ns: int, timeout_ns: int) -> None:
         expired = []
         with self._lock:
-            while self._pending and now_ns - self._pending[0].sent_ns >= timeout_ns:
+            while self._pending and now_ns - self._pending[0].trigger_ns >= timeout_ns:
                 expired.append(self._pending.popleft())
         for pending in expired:
             self._count("missed_triggers")
-            self._skip(f"no image within {self.grab_timeout_ms} ms of the software trigger", pending)
+            self._skip(
+                UndecidedKind.NO_IMAGE, f"no image within {self.grab_timeout_ms} ms of the software trigger", pending
+            )
 
-    def _fail_pending(self, reason: str) -> None:
+    def _fail_pending(self, kind: UndecidedKind, reason: str) -> None:
         with self._lock:
             pending = list(self._pending)
             self._pending.clear()
         for p in pending:
-            self._skip(reason, p)
+            self._skip(kind, reason, p)
 
-    def _skip(self, reason: str, pending: _PendingTrigger | None) -> None:
-        self._report(
-            SkippedPart(
-                self.camera_id,
-                reason,
-                utc_now(),
-                pending.trigger_id if pending else None,
-                pending.part_id if pending else None,
-                pending.encoder_count if pending else None,
-            )
-        )
+    def _skip(self, kind: UndecidedKind, reason: str, part: PartRef | None) -> None:
+        self._report(SkippedPart(self.camera_id, kind, reason, utc_now(), part))
 
     def _report(self, part: SkippedPart) -> None:
         self._count("skipped_parts")

@@ -1,0 +1,139 @@
+"""StationEvents: the station's event channel, built first so everything after it can report through it.
+
+Alarms are state: one table of active alarms (the reject station's and the station's own), and every
+raise or clear goes out as an `<prefix>/alarm` event and a retained `status` (`alarm` while any is
+active, `online` once none is). Camera state changes become the retained camera status; reject
+dry-run events go to `<prefix>/reject/event`. `/v1/status` and `/metrics` read the same table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from lineinspect.core.clock import iso_utc, utc_now
+from lineinspect.line.capture.supervisor import CameraStatus
+from lineinspect.line.mqtt import StationTopics
+from lineinspect.line.reject.alarms import Alarm
+
+log = logging.getLogger(__name__)
+
+SOURCE_REJECT = "reject"
+SOURCE_STATION = "station"
+
+# Camera states that are not a problem; any other one is logged as a warning.
+_QUIET_CAMERA_STATES = ("connected", "stopped", "finished")
+
+
+@dataclass(frozen=True, slots=True)
+class StationAlarm:
+    """One active alarm: where it comes from (`reject`, `station`), its kind and what to do about it."""
+
+    source: str
+    kind: str
+    message: str
+    since: datetime = field(default_factory=utc_now)
+    result_id: str | None = None
+    part_number: int | None = None
+
+    def to_payload(self, *, active: bool = True) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "active": active,
+            "message": self.message,
+            "result_id": self.result_id,
+            "part_number": self.part_number,
+            "since": iso_utc(self.since, "milliseconds"),
+        }
+
+
+class EventPublisher(Protocol):
+    """What the event channel needs of the MQTT publisher (`ResultPublisher`)."""
+
+    topics: StationTopics
+
+    def publish_status(self, state: str, **fields: Any) -> None: ...
+
+    def publish_event(self, topic: str, payload: dict[str, Any]) -> None: ...
+
+    def publish_camera_status(self, camera_id: str, state: str, **fields: Any) -> None: ...
+
+
+class StationEvents:
+    """Alarms (one table), camera status and reject events → MQTT. Thread-safe; hooks never raise."""
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self.publisher = publisher
+        self._lock = threading.Lock()
+        self._active: dict[tuple[str, str], StationAlarm] = {}
+
+    # --- alarms ------------------------------------------------------------------------------------
+    def raise_alarm(self, alarm: StationAlarm) -> None:
+        """An alarm is (still) active: table, log, `alarm` event, retained status."""
+        with self._lock:
+            self._active[(alarm.source, alarm.kind)] = alarm
+        log.error("ALARM %s %s: %s", alarm.source, alarm.kind, alarm.message)
+        self._publish_alarm(alarm.to_payload(active=True))
+
+    def clear_alarm(self, source: str, kind: str, message: str) -> None:
+        """The condition is gone: out of the table, a cleared `alarm` event, retained status."""
+        with self._lock:
+            was = self._active.pop((source, kind), None)
+        if was is None:
+            return
+        log.warning("alarm %s %s cleared: %s", source, kind, message)
+        cleared = StationAlarm(source, kind, message, result_id=was.result_id, part_number=was.part_number)
+        self._publish_alarm(cleared.to_payload(active=False))
+
+    def station_alarm(self, kind: str, message: str) -> None:
+        """An alarm of the station itself (e.g. the outbox refusing results)."""
+        self.raise_alarm(StationAlarm(SOURCE_STATION, kind, message))
+
+    def reject_alarm(self, alarm: Alarm) -> None:
+        """The reject tracker's alarm hook: raised and cleared alarms of the reject station."""
+        if alarm.active:
+            self.raise_alarm(
+                StationAlarm(
+                    SOURCE_REJECT,
+                    alarm.kind.value,
+                    alarm.message,
+                    since=alarm.at,
+                    result_id=alarm.result_id,
+                    part_number=alarm.part_number,
+                )
+            )
+        else:
+            self.clear_alarm(SOURCE_REJECT, alarm.kind.value, alarm.message)
+
+    @property
+    def active_alarms(self) -> list[StationAlarm]:
+        with self._lock:
+            return sorted(self._active.values(), key=lambda a: a.since)
+
+    def _publish_alarm(self, payload: dict[str, Any]) -> None:
+        try:
+            self.publisher.publish_event(self.publisher.topics.alarm, payload)
+            active = [a.to_payload() for a in self.active_alarms]
+            self.publisher.publish_status("alarm" if active else "online", alarms=active)
+        except Exception:  # an alarm that cannot be published is still in the table, the log and /v1/status
+            log.exception("publishing alarm %s failed", payload.get("kind"))
+
+    # --- cameras and the reject station ------------------------------------------------------------
+    def camera_status(self, status: CameraStatus) -> None:
+        """The camera supervisor's hook (camera thread): the retained MQTT camera status."""
+        payload = status.to_payload()
+        payload.pop("camera_id")
+        state = payload.pop("state")
+        if state not in _QUIET_CAMERA_STATES:
+            log.warning(
+                "camera %s is %s: parts pass unseen or undecided (%s)", status.camera_id, state, status.last_error
+            )
+        self.publisher.publish_camera_status(status.camera_id, state, **payload)
+
+    def reject_event(self, event: dict[str, Any]) -> None:
+        """What the reject station did or, in dry run, would do."""
+        self.publisher.publish_event(self.publisher.topics.reject_event, event)
