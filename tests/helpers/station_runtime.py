@@ -12,7 +12,8 @@ import yaml
 
 from lineinspect.assemble import build_station
 from lineinspect.config import load_station
-from lineinspect.line.station import ResultSink, Station
+from lineinspect.core.result import ResultSink
+from lineinspect.line.station import Station
 from tests.helpers.station_dir import bad_part, good_part, write_station
 from tests.helpers.subscriber import Subscriber
 

@@ -28,15 +28,16 @@ from lineinspect.assemble import build_inspector
 from lineinspect.cli import main
 from lineinspect.config import HttpSection, load_station
 from lineinspect.core.inspector import Inspector
-from lineinspect.core.result import Verdict
+from lineinspect.core.result import UndecidedKind, Verdict
 from lineinspect.http.app import create_app
 from lineinspect.http.routes.dashboard import dashboard_router
 from lineinspect.http.routes.metrics import metrics_router
 from lineinspect.http.routes.results import results_router
-from lineinspect.http.routes.status import OfflineStatus, status_router
+from lineinspect.http.routes.status import status_router
 from lineinspect.http.server import bind_socket, make_server, url_of
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.results_store import ResultStore
+from lineinspect.line.status import MODE_LINE, OfflineStatus, OutboxStatus, StationInfo, StationStatus
 from tests.helpers.line_results import STATION_PATH, T0, finding, line_result
 from tests.helpers.station_dir import bad_part, encode, good_part, write_station
 from tests.integration.test_http_inspections import assert_error, assert_valid_result
@@ -62,12 +63,12 @@ def observed(inspector: Inspector) -> Iterator[Observed]:
     """The app as `lineinspect serve` wires it."""
     store = ResultStore(":memory:", retain_rows=1000)
     status = OfflineStatus(station_id="teststation", station_path=STATION_PATH)
-    metrics = StationMetrics(status_provider=status)
+    metrics = StationMetrics()
     app = create_app(
         inspector,
         HttpSection(),
         station_path=STATION_PATH,
-        routers=[results_router(store), status_router(status), metrics_router(metrics), dashboard_router()],
+        routers=[results_router(store), status_router(status), metrics_router(metrics, status), dashboard_router()],
         result_sinks=[store.add, metrics.observe_result, status.observe_result],
     )
     with TestClient(app) as client:
@@ -89,6 +90,7 @@ def fill(store: ResultStore, start: datetime = T0) -> list[str]:
             verdict=verdict,
             defects=(finding("scratch"),) if verdict is Verdict.FAIL else (),
             reason="skipped: camera lost: device removed" if verdict is Verdict.UNDECIDED else None,
+            kind=UndecidedKind.CAMERA_LOST,
             decided_at=start + timedelta(minutes=n),
             sequence=n + 1,
             part_id=f"p{n}",
@@ -202,7 +204,7 @@ def test_uploads_reach_results_metrics_and_status_as_source_upload(observed: Obs
     assert observed.client.get("/v1/results", params={"source": "camera"}).json()["count"] == 0
 
     status = observed.client.get("/v1/status").json()
-    assert status["counts"] == {"pass": 1, "fail": 1, "undecided": 0, "skipped": 0}
+    assert status["counts"] == {"pass": 1, "fail": 1, "undecided": 0, "skipped": 0, "late": 0, "outbox_refused": 0}
     assert status["station"]["path"] == STATION_PATH and status["station"]["state"] == "serving"
     assert status["cameras"] == [] and status["broker"] is None
 
@@ -218,18 +220,18 @@ def test_uploads_reach_results_metrics_and_status_as_source_upload(observed: Obs
     assert values == {("lineinspect_parts_total", "pass"): 1, ("lineinspect_parts_total", "fail"): 1}
 
 
-def test_status_serves_the_runtime_provider_dict(inspector: Inspector) -> None:
-    status = {
-        "station": {"id": "s1", "path": STATION_PATH, "state": "running", "started_at": "2024-05-01T06:00:00Z"},
-        "cameras": [{"camera_id": "cam1", "state": "connected"}],
-        "broker": {"connected": True, "outbox_depth": 0},
-        "outbox": {"depth": 0, "alarm": False},
-        "reject": None,
-        "counts": {"pass": 3, "fail": 0, "undecided": 0, "skipped": 0},
-    }
+def test_status_serves_the_providers_typed_status(inspector: Inspector) -> None:
+    status = StationStatus(
+        station=StationInfo("s1", STATION_PATH, "running", MODE_LINE, T0),
+        outbox=OutboxStatus(depth=0, alarm=False),
+        counts={"pass": 3, "fail": 0, "undecided": 0, "skipped": 0, "late": 0, "outbox_refused": 0},
+    )
     app = create_app(inspector, HttpSection(), routers=[status_router(lambda: status)])
     with TestClient(app) as client:
-        assert client.get("/v1/status").json() == status
+        served = client.get("/v1/status").json()
+    assert served == status.to_payload()
+    assert served["station"]["started_at"] == "2024-05-01T06:00:00Z"
+    assert served["outbox"] == {"depth": 0, "alarm": False} and served["broker"] is None and served["alarms"] == []
 
 
 # --- dashboard -------------------------------------------------------------------------------

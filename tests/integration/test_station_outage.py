@@ -42,7 +42,7 @@ def test_every_result_arrives_in_order_when_the_broker_is_killed_at_line_rate(tm
                 wait_for(lambda: station.outbox.depth() == 0, 10, "outbox drained")
                 last = station.outbox.last_sequence
                 sub.wait_until(lambda: len({s for s, _ in sub.results()} & set(range(1, last + 1))) >= last, 10, "all")
-                counts = station.status()["counts"]
+                counts = station.status().to_payload()["counts"]
             received = [(s, r) for s, r in sub.results() if s <= last]
     finally:
         mosquitto.close()

@@ -41,12 +41,12 @@ def test_station_publishes_one_result_per_part_with_right_verdicts_and_consecuti
     sink = Collected()
     with subscribed(mosquitto.port) as sub:
         with running_station(tmp_path, result_sinks=(sink,)) as station:
-            wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+            wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
             ids = [station.trigger("cam1", part_id=f"P{i}") for i in range(4)]
             sub.wait_until(lambda: len(sub.results()) >= 4, 10, "4 results did not arrive")
             # A subscriber can see the last result before its PUBACK reaches the station.
-            wait_for(lambda: station.status()["outbox"]["depth"] == 0, 5, "outbox drained on PUBACK")
-            status = station.status()
+            wait_for(lambda: station.status().to_payload()["outbox"]["depth"] == 0, 5, "outbox drained on PUBACK")
+            status = station.status().to_payload()
         sub.wait_until(lambda: sub.received("/status")[-1].json()["state"] == "offline", 5, "offline not published")
         bodies = [m.json() for m in sub.received("/result")]
         online = [m for m in sub.received("/status") if m.json()["state"] == "online"]
@@ -81,12 +81,12 @@ def test_reject_dry_run_fires_for_failed_and_undecided_parts_only(tmp_path: Path
     write_line_station(tmp_path, mosquitto.port, parts="gbg", reject=reject)
     sink = Collected()
     with subscribed(mosquitto.port) as sub, running_station(tmp_path, result_sinks=(sink,)) as station:
-        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
         for _ in range(3):
             station.trigger("cam1")
         wait_for(lambda: len(sink) == 3, 5, "3 results")
         shutil.rmtree(tmp_path / "parts")  # the camera is lost: the next part cannot be seen
-        wait_for(lambda: station.status()["cameras"][0]["state"] != "connected", 5, "camera lost")
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] != "connected", 5, "camera lost")
         station.trigger("cam1")
         wait_for(lambda: len(sink) == 4, 5, "the unseen part's result")
         tracker = station.tracker
@@ -121,11 +121,11 @@ def test_overload_makes_each_uninspected_part_undecided_and_counted(tmp_path: Pa
     triggers = 30
     with subscribed(mosquitto.port) as sub:
         with running_station(tmp_path) as station:
-            wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+            wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
             for _ in range(triggers):  # all at once: far faster than one part per inspection
                 station.trigger("cam1")
             sub.wait_until(lambda: len(sub.results()) >= triggers, 15, "every triggered part's result")
-            counts = station.status()["counts"]
+            counts = station.status().to_payload()["counts"]
         bodies = [m.json() for m in sub.received("/result")]
     assert len(bodies) == triggers
     assert sorted(b["trigger_id"] for b in bodies) == list(range(1, triggers + 1))
@@ -141,12 +141,14 @@ def test_camera_loss_and_recovery_show_on_mqtt_and_in_status(tmp_path: Path, mos
     write_line_station(tmp_path, mosquitto.port, parts="g")
     parts, away = tmp_path / "parts", tmp_path / "parts-away"
     with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
         parts.rename(away)
-        wait_for(lambda: station.status()["cameras"][0]["state"] in ("lost", "reconnecting"), 5, "camera lost")
-        lost_status = station.status()["cameras"][0]
+        wait_for(
+            lambda: station.status().to_payload()["cameras"][0]["state"] in ("lost", "reconnecting"), 5, "camera lost"
+        )
+        lost_status = station.status().to_payload()["cameras"][0]
         away.rename(parts)
-        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera back")
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera back")
         station.trigger("cam1")
         sub.wait_until(lambda: len(sub.results()) >= 1, 5, "a result after recovery")
         sub.wait_until(
@@ -170,7 +172,7 @@ def test_http_trigger_makes_one_result_per_part_and_refuses_bad_requests(tmp_pat
     write_line_station(tmp_path, mosquitto.port, parts="bg")
     sink = Collected()
     with running_station(tmp_path, result_sinks=(sink,)) as station:
-        wait_for(lambda: station.status()["cameras"][0]["state"] == "connected", 5, "camera connected")
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
         modes = {c: s.trigger_mode for c, s in station.supervisors.items()}
         app = create_app(
             build_inspector(tmp_path, load_station(tmp_path)),
