@@ -84,16 +84,3 @@ def subscribed(port: int) -> Iterator[Subscriber]:
         yield sub
     finally:
         sub.close()
-
-
-def assert_complete_in_order(received: list[tuple[int, str]], last_sequence: int) -> None:
-    """Every sequence 1..last arrived, first arrivals in order, a repeat only with its own result_id."""
-    ids: dict[int, str] = {}
-    first_order: list[int] = []
-    for sequence, result_id in received:
-        if sequence in ids:
-            assert ids[sequence] == result_id, f"sequence {sequence} arrived with two result ids"
-        else:
-            ids[sequence] = result_id
-            first_order.append(sequence)
-    assert first_order == list(range(1, last_sequence + 1)), f"missing or out of order: {first_order}"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.helpers.waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,18 @@ class Subscriber:
         return out
 
     def wait_until(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} within {timeout_s} s")
-            time.sleep(0.02)
+        wait_for(condition, timeout_s, what)
+
+
+def assert_complete_in_order(received: list[tuple[int, str]], last_sequence: int) -> None:
+    """As the MES checks it: every sequence 1..last arrived, first arrivals in order, a repeat only with its
+    own result_id."""
+    ids: dict[int, str] = {}
+    first_order: list[int] = []
+    for sequence, result_id in received:
+        if sequence in ids:
+            assert ids[sequence] == result_id, f"sequence {sequence} arrived with two result ids"
+        else:
+            ids[sequence] = result_id
+            first_order.append(sequence)
+    assert first_order == list(range(1, last_sequence + 1)), f"missing or out of order: {first_order}"

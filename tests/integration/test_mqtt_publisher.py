@@ -22,7 +22,8 @@ from lineinspect.line.outbox import Outbox
 from tests.helpers.certs import make_tls_files
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.results import make_result
-from tests.helpers.subscriber import Subscriber
+from tests.helpers.subscriber import Subscriber, assert_complete_in_order
+from tests.helpers.waiting import wait_for
 
 PREFIX = "acme/plant1/area1/line1/cell1/lineinspect/station1"
 TOPICS = StationTopics(PREFIX)
@@ -69,27 +70,6 @@ def publisher(
             pub.close()
 
 
-def wait_until(condition: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout_s} s")
-        time.sleep(0.02)
-
-
-def assert_complete_in_order(received: list[tuple[int, str]], last_sequence: int) -> None:
-    """Every sequence 1..last arrived, first arrivals in order, a repeat only with its own result_id."""
-    ids: dict[int, str] = {}
-    first_order: list[int] = []
-    for sequence, result_id in received:
-        if sequence in ids:
-            assert ids[sequence] == result_id, f"sequence {sequence} arrived with two result ids"
-        else:
-            ids[sequence] = result_id
-            first_order.append(sequence)
-    assert first_order == list(range(1, last_sequence + 1)), f"missing or out of order: {first_order}"
-
-
 def test_every_result_arrives_in_order_when_broker_is_killed_mid_run(tmp_path: Path) -> None:
     with broker(extra_lines=SAVE_SESSIONS) as mosquitto, subscriber(mosquitto.port) as sub:
         settings = MqttSettings(port=mosquitto.port, **FAST)  # type: ignore[arg-type]
@@ -103,9 +83,9 @@ def test_every_result_arrives_in_order_when_broker_is_killed_mid_run(tmp_path: P
                     assert not pub.stats().connected
                     mosquitto.start()
                 stored.append(pub.publish_result(make_result(part)))
-                time.sleep(0.05)
-            wait_until(lambda: pub.outbox.depth() == 0, 15, "outbox did not drain")
-            wait_until(lambda: len({s for s, _ in sub.results()}) >= 100, 10, "not every result arrived")
+                time.sleep(0.05)  # the line's pace (20 parts/s), not a wait for something to happen
+            wait_for(lambda: pub.outbox.depth() == 0, 15, "outbox did not drain")
+            wait_for(lambda: len({s for s, _ in sub.results()}) >= 100, 10, "not every result arrived")
             stats = pub.stats()
         assert [r.sequence for r in stored] == list(range(1, 101))
         assert_complete_in_order(sub.results(), 100)
@@ -123,14 +103,14 @@ def test_results_wait_in_outbox_when_broker_is_down_at_start(tmp_path: Path) -> 
         with publisher(settings, tmp_path / "outbox.sqlite") as pub:
             for part in range(10):
                 pub.publish_result(make_result(part))
-            wait_until(lambda: pub.stats().last_error is not None, 5, "no error reported")
+            wait_for(lambda: pub.stats().last_error is not None, 5, "no error reported")
             error = pub.stats().last_error or ""
             assert f"cannot connect to MQTT broker 127.0.0.1:{mosquitto.port}: Connection refused" in error
             assert "results wait in the outbox" in error
             assert pub.outbox.depth() == 10
             mosquitto.start()
             with subscriber(mosquitto.port) as sub:
-                wait_until(lambda: len(sub.results()) >= 10, 10, "results did not arrive after the broker came")
+                wait_for(lambda: len(sub.results()) >= 10, 10, "results did not arrive after the broker came")
                 assert_complete_in_order(sub.results(), 10)
             assert pub.stats().connected
             assert pub.stats().last_error is None
@@ -173,10 +153,10 @@ def test_nothing_decided_is_lost_when_station_is_killed_mid_run(tmp_path: Path) 
         first = _station_process(mosquitto.port, outbox, count=1000)
         out1 = StationOutput(first)
         try:
-            wait_until(lambda: len(out1.stored()) >= 30, 15, "station did not store 30 results")
+            wait_for(lambda: len(out1.stored()) >= 30, 15, "station did not store 30 results")
             mosquitto.stop()  # results now pile up in the outbox only
             stored_before = len(out1.stored())
-            wait_until(lambda: len(out1.stored()) >= stored_before + 20, 10, "station stopped storing")
+            wait_for(lambda: len(out1.stored()) >= stored_before + 20, 10, "station stopped storing")
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -196,7 +176,7 @@ def test_nothing_decided_is_lost_when_station_is_killed_mid_run(tmp_path: Path) 
         assert "drained" in out2.lines
         decided.update(out2.stored())
         last = max(decided)
-        wait_until(lambda: len({s for s, _ in sub.results()}) >= last, 10, "not every result arrived")
+        wait_for(lambda: len({s for s, _ in sub.results()}) >= last, 10, "not every result arrived")
         assert_complete_in_order(sub.results(), last)
         arrived = dict(sub.results())
         assert all(arrived[seq] == rid for seq, rid in decided.items()), "a stored result arrived with another id"
@@ -274,7 +254,7 @@ def test_results_arrive_over_tls_with_user_and_password(tmp_path: Path, secured_
     assert ca == tmp_path / "tls" / "ca.pem"
     with publisher(settings, tmp_path / "outbox.sqlite", station_dir=tmp_path, password="s3cret") as pub:
         pub.publish_result(make_result(1))
-        wait_until(lambda: pub.stats().acked == 1, 10, "result not acknowledged over TLS")
+        wait_for(lambda: pub.stats().acked == 1, 10, "result not acknowledged over TLS")
         assert pub.stats().last_error is None
 
 
@@ -283,7 +263,7 @@ def test_wrong_password_is_reported_with_what_to_check(tmp_path: Path, secured_b
     settings = MqttSettings(port=mosquitto.port, username="station1", tls=MqttTls(ca_file=ca), **FAST)  # type: ignore[arg-type]
     with publisher(settings, tmp_path / "outbox.sqlite", password="wrong") as pub:
         pub.publish_result(make_result(1))
-        wait_until(lambda: pub.stats().last_error is not None, 5, "no error reported")
+        wait_for(lambda: pub.stats().last_error is not None, 5, "no error reported")
         error = pub.stats().last_error or ""
         assert f"broker 127.0.0.1:{mosquitto.port} refused the connection" in error
         assert "check mqtt.username ('station1') and the password in $LINEINSPECT_MQTT_PASSWORD" in error
@@ -295,7 +275,7 @@ def test_broker_certificate_from_another_ca_is_reported(tmp_path: Path, secured_
     other_ca = make_tls_files(tmp_path / "other", ca_name="some other CA").ca_cert
     settings = MqttSettings(port=mosquitto.port, username="station1", tls=MqttTls(ca_file=other_ca), **FAST)  # type: ignore[arg-type]
     with publisher(settings, tmp_path / "outbox.sqlite", password="s3cret") as pub:
-        wait_until(lambda: pub.stats().last_error is not None, 5, "no error reported")
+        wait_for(lambda: pub.stats().last_error is not None, 5, "no error reported")
         assert "TLS handshake failed" in (pub.stats().last_error or "")
         assert "certificate verify failed" in (pub.stats().last_error or "")
 

@@ -6,19 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import httpx
 
 from lineinspect.line.outbox import Outbox
 from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.station_runtime import (
-    SAVE_SESSIONS,
-    assert_complete_in_order,
-    running_station,
-    subscribed,
-    write_line_station,
-)
+from tests.helpers.station_runtime import SAVE_SESSIONS, running_station, subscribed, write_line_station
+from tests.helpers.subscriber import assert_complete_in_order
 from tests.helpers.waiting import wait_for
+from tests.integration.test_http_serve import read_line_with
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,11 +29,12 @@ def test_every_result_arrives_in_order_when_the_broker_is_killed_at_line_rate(tm
             with running_station(tmp_path) as station:
                 wait_for(lambda: len(sub.results()) >= 10, 5, "results before the outage")
                 mosquitto.stop()
-                time.sleep(3.0)  # 20 parts/s keep coming; results wait in the outbox
-                assert station.outbox.depth() >= 30, "results did not wait in the outbox during the outage"
+                # 20 parts/s keep coming; their results wait in the outbox
+                wait_for(lambda: station.outbox.depth() >= 30, 10, "results waiting in the outbox during the outage")
                 mosquitto.start()
                 wait_for(lambda: station.publisher.stats().connected, 5, "reconnected")
-                time.sleep(0.5)
+                resumed_at = station.outbox.last_sequence
+                wait_for(lambda: station.outbox.last_sequence >= resumed_at + 10, 5, "parts after the reconnect")
                 assert station.line is not None
                 station.line.stop()
                 wait_for(lambda: station.outbox.depth() == 0, 10, "outbox drained")
@@ -49,6 +47,12 @@ def test_every_result_arrives_in_order_when_the_broker_is_killed_at_line_rate(tm
     assert last >= 60
     assert_complete_in_order(received, last)
     assert counts["pass"] + counts["fail"] + counts["undecided"] >= last
+
+
+def outbox_depth(url: str) -> int:
+    """The running station's outbox depth from its own /v1/status (its outbox file is locked to it)."""
+    depth: int = httpx.get(f"{url}/v1/status", timeout=2.0).json()["outbox"]["depth"]
+    return depth
 
 
 def run_station(station_dir: Path, *extra: str) -> subprocess.Popen[str]:
@@ -69,9 +73,10 @@ def test_nothing_decided_is_lost_when_the_station_is_sigkilled_and_restarted(
     with subscribed(mosquitto.port) as sub:
         proc = run_station(tmp_path)
         try:
+            url = read_line_with(proc, "lineinspect: HTTP ", 20).split()[2]
             sub.wait_until(lambda: len(sub.results()) >= 20, 20, "results from the first run")
             mosquitto.stop()  # results now pile up in the outbox only
-            time.sleep(1.0)
+            wait_for(lambda: outbox_depth(url) >= 5, 10, "results stranded in the outbox")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=5)
         finally:
