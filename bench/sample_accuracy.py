@@ -29,7 +29,7 @@ from lineinspect.core.decode import read_image_file
 from lineinspect.core.defects import Box
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.offline.synthetic import DEFECT_CLASSES, MANIFEST_FILE, write_sample_set
 
 

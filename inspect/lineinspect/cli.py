@@ -74,7 +74,7 @@ def add_samples(sub: argparse._SubParsersAction) -> None:
 def cmd_teach(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lineinspect.teach.anomaly import MIN_IMAGES, TeachOptions, teach_anomaly
+    from lineinspect.teach.common import MIN_IMAGES, TeachOptions
     from lineinspect.teach.good_folder import find_good_images
 
     good = find_good_images(Path(args.good), minimum=MIN_IMAGES)
@@ -107,7 +107,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
         net = FeatNetOptions(teach=options, **({"steps": args.steps} if args.steps is not None else {}))
         card = teach_featnet(good, Path(args.defects) if args.defects is not None else None, out, net)
     else:
-        card = teach_anomaly(good, out, options)
+        from lineinspect.teach.stats import teach_stats
+
+        card = teach_stats(good, out, options)
     assert card.anomaly is not None
     print(
         f"model '{card.name}' written to {out} from {card.trained['images']} good images "
@@ -119,7 +121,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
 
 def _note_unresolved_target(target_false_reject: float, trained: dict[str, object]) -> None:
-    from lineinspect.offline.retune import unresolved_target_note
+    from lineinspect.offline.thresholds import unresolved_target_note
 
     held_back = trained.get("images_held_back")
     images = held_back if isinstance(held_back, int) else 0
@@ -175,19 +177,19 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
 
 
 def _teach_draem(args: argparse.Namespace, good: list[Path], out: Path) -> int:
-
+    from lineinspect.teach.common import TeachOptions
     from lineinspect.teach.draem import DraemOptions, teach_draem
 
     width, height = args.size
-    options = DraemOptions(
+    teach = TeachOptions(
         name=args.name or out.name,
         width=width,
         height=height,
         target_false_reject=args.target_false_reject,
         holdout_fraction=args.holdout,
         seed=args.seed,
-        **({"epochs": args.epochs} if args.epochs else {}),
     )
+    options = DraemOptions(teach=teach, **({"epochs": args.epochs} if args.epochs else {}))
     defects = Path(args.defects) if args.defects is not None else None
     card = teach_draem(good, defects, out, options)
     assert card.anomaly is not None
@@ -205,16 +207,12 @@ STATION_DIR_HELP = "folder holding station.yaml and models/ (default: $LINEINSPE
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from lineinspect.assemble import build_inspector
+    from lineinspect.assemble import build_http_app, build_inspector
     from lineinspect.config import load_station, station_dir_from
-    from lineinspect.http.app import create_app
-    from lineinspect.http.routes.dashboard import dashboard_router
-    from lineinspect.http.routes.metrics import metrics_router
-    from lineinspect.http.routes.results import results_router
-    from lineinspect.http.routes.status import OfflineStatus, status_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
     from lineinspect.line.metrics import StationMetrics
     from lineinspect.line.results_store import IN_MEMORY, ResultStore
+    from lineinspect.line.status import OfflineStatus
 
     station_dir = station_dir_from(args.station_dir)
     config = load_station(station_dir)
@@ -227,13 +225,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store_path = IN_MEMORY if args.results_db is None else station_dir / args.results_db
     store = ResultStore(store_path, retain_rows=args.results_retain)
     status = OfflineStatus(station_id=config.station.id, station_path=config.station.path)
-    metrics = StationMetrics(status_provider=status)
-    app = create_app(
+    metrics = StationMetrics()
+    app = build_http_app(
         inspector,
-        http,
-        station_path=config.station.path,
+        config,
         api_key=api_key,
-        routers=[results_router(store), status_router(status), metrics_router(metrics), dashboard_router()],
+        store=store,
+        metrics=metrics,
+        status=status,
         result_sinks=[store.add, metrics.observe_result, status.observe_result],
     )
     try:
@@ -290,14 +289,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
     import threading
 
-    from lineinspect.assemble import build_inspector, build_station
+    from lineinspect.assemble import build_http_app, build_inspector, build_station
     from lineinspect.config import load_station, station_dir_from
-    from lineinspect.http.app import create_app
-    from lineinspect.http.routes.dashboard import dashboard_router
-    from lineinspect.http.routes.metrics import metrics_router
-    from lineinspect.http.routes.results import results_router
-    from lineinspect.http.routes.status import status_router
-    from lineinspect.http.routes.triggers import triggers_router
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
     from lineinspect.line.metrics import StationMetrics
     from lineinspect.line.results_store import ResultStore
@@ -317,7 +310,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         inspector = build_inspector(station_dir, config)  # one Inspector for camera parts and uploads
         station = build_station(station_dir, config, inspector=inspector, result_sinks=sinks)
-        metrics.use_status(station.status)
         station.start()
     except BaseException:
         sock.close()
@@ -326,19 +318,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopped_by = None
     timer: threading.Timer | None = None
     try:
-        app = create_app(
+        app = build_http_app(
             inspector,
-            http,
-            station_path=config.station.path,
+            config,
             api_key=api_key,
-            routers=[
-                results_router(store),
-                status_router(station.status),
-                metrics_router(metrics),
-                dashboard_router(),
-                triggers_router(station.trigger, {c: s.trigger_mode for c, s in station.supervisors.items()}),
-            ],
+            store=store,
+            metrics=metrics,
+            status=station.status,
             result_sinks=sinks,
+            station=station,
         )
         server = make_server(app, log_level="debug" if args.verbose else "warning", access_log=args.verbose)
         url = url_of(sock)
@@ -607,7 +595,8 @@ def cmd_retune(args: argparse.Namespace) -> int:
     from lineinspect.assemble import model_option
     from lineinspect.config import station_dir_from
     from lineinspect.core.model import Model, RuntimeOptions
-    from lineinspect.offline.retune import retune, save, unresolved_target_note
+    from lineinspect.offline.retune import retune, save
+    from lineinspect.offline.thresholds import unresolved_target_note
 
     folder = model_option(station_dir_from(args.station_dir), args.model)
     model = Model.load(folder, RuntimeOptions(intra_op_threads=args.threads))

@@ -13,7 +13,7 @@ from lineinspect.config import load_station
 from lineinspect.core.decode import read_image_file
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = json.loads((ROOT / "sample_images" / "manifest.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.line.results_store import ResultStore, ResultStoreError
 from tests.helpers.line_results import T0, finding, line_result
 

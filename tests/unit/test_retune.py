@@ -13,7 +13,8 @@ from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.modelcard import MODEL_FILE, file_sha256, load_card
 from lineinspect.offline.datasets import find_defects, find_good
 from lineinspect.offline.evaluate import evaluate
-from lineinspect.offline.retune import RetuneError, level_for, retune
+from lineinspect.offline.retune import retune
+from lineinspect.offline.thresholds import ThresholdError, level_for
 from tests.helpers.graphs import brightness_anomaly, red_segmentation
 
 
@@ -134,5 +135,5 @@ def test_retune_refusals_exit_2_and_say_what_to_change(
 
 
 def test_level_for_refuses_a_rate_of_one_half_or_more() -> None:
-    with pytest.raises(RetuneError, match=r"0\.5"):
+    with pytest.raises(ThresholdError, match=r"0\.5"):
         level_for(np.arange(10.0), 0.5)

@@ -12,10 +12,12 @@ from lineinspect.core.decode import read_image_file
 from lineinspect.core.frame import Frame
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
-from lineinspect.core.recipe import ClassRule, Recipe, Verdict
+from lineinspect.core.recipe import ClassRule, Recipe
+from lineinspect.core.result import Verdict
 from lineinspect.offline.synthetic import write_sample_set
-from lineinspect.teach.anomaly import TeachOptions, teach_anomaly
+from lineinspect.teach.common import TeachOptions
 from lineinspect.teach.good_folder import find_good_images
+from lineinspect.teach.stats import teach_stats
 
 # Half-size parts (320x240) keep the test quick; 8 px here is the demo recipe's 30 px at 640x480.
 W, H = 320, 240
@@ -29,7 +31,7 @@ def taught(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelCard, P
     write_sample_set(root / "train", good=30, defective=0, seed=11, width=W, height=H)
     write_sample_set(root / "held_out", good=6, defective=4, seed=12, width=W, height=H)
     options = TeachOptions(name="bracket", width=W, height=H, progress=False)
-    card = teach_anomaly(find_good_images(root / "train" / "good", minimum=8), root / "model", options)
+    card = teach_stats(find_good_images(root / "train" / "good", minimum=8), root / "model", options)
     return root / "model", card, root / "held_out"
 
 

@@ -13,7 +13,7 @@ from lineinspect.core.decode import read_image_file
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
 from lineinspect.offline.synthetic import write_sample_set
-from lineinspect.teach.anomaly import TeachOptions
+from lineinspect.teach.common import TeachOptions
 from lineinspect.teach.good_folder import find_good_images
 from lineinspect.teach.patchknn import PatchOptions, greedy_coreset, teach_patchknn
 
@@ -97,12 +97,13 @@ def test_teach_cli_refuses_defects_for_patchknn(tmp_path: Path, capsys: pytest.C
 
 def test_patchknn_graph_scores_the_ignored_border_band_zero() -> None:
     from lineinspect.core.modelcard import InputSpec
-    from lineinspect.teach.patchknn import FEATURE_COUNT, patchknn_graph, run, session
+    from lineinspect.teach.common import open_session, run_model
+    from lineinspect.teach.patchknn import FEATURE_COUNT, patchknn_graph
 
     spec = InputSpec(width=64, height=48, color="GRAY", layout="NCHW", resize="stretch")
     rng = np.random.default_rng(1)
     bank = rng.normal(size=(32, FEATURE_COUNT)).astype(np.float32)
     model = patchknn_graph(spec, np.zeros(FEATURE_COUNT), np.ones(FEATURE_COUNT), bank, ignore_border_px=8)
-    maps, scores = run(session(model, threads=1), rng.random((2, 1, 48, 64), dtype=np.float32))
+    maps, scores = run_model(open_session(model, threads=1), rng.random((2, 1, 48, 64), dtype=np.float32))
     assert maps.shape == (2, 48, 64) and (maps[:, :4] == 0).all() and (maps[:, :, -4:] == 0).all()
     assert (maps[:, 20:28, 24:40] > 0).all() and np.allclose(scores, maps.reshape(2, -1).max(axis=1), rtol=0.05)

@@ -34,8 +34,10 @@ import numpy as np
 
 from lineinspect.core.model import Model
 from lineinspect.core.modelcard import ModelCard
-from lineinspect.core.recipe import Recipe, Verdict, decide
+from lineinspect.core.recipe import Recipe, decide
+from lineinspect.core.result import Verdict
 from lineinspect.offline.datasets import LabelledImage, read_labelled
+from lineinspect.offline.thresholds import lowest_defect_threshold
 
 REPORT_FILE = "report.json"
 REPORT_SCHEMA = "lineinspect.evaluation/1"
@@ -123,8 +125,7 @@ def decision_threshold(card: ModelCard) -> float:
     """Image score at or above which a part is called defective, on the adapter's 0–1 scale."""
     if card.adapter == "anomaly":
         return 0.5  # the anomaly adapter maps the card's raw image_threshold to 0.5
-    defect_labels = [name for name in card.labels if name != card.background_class]
-    return min((card.threshold_for(name) for name in defect_labels), default=card.threshold_for("*"))
+    return lowest_defect_threshold(card)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,8 @@ the model did not learn from and sets the decision level so that at most
 `target_false_reject` of them would be rejected:
 
 - the level lies just above the good score that leaves the allowed number of
-  false rejects (k = floor(target × images) good parts may reach it);
+  false rejects (k = floor(target × images) good parts may reach it; the
+  empirical level of `thresholds.py`);
 - anomaly cards: `image_threshold` (raw model units) becomes that level of
   the good image scores, `pixel_threshold` that level of the good parts'
   largest map values (a part fails on any map pixel at or above it, so this
@@ -25,18 +26,24 @@ records when, from which folder and how many images. A rate below
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from lineinspect.core.adapters.anomaly import AnomalyAdapter
+from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.model import Model
-from lineinspect.core.modelcard import AnomalyCalibration, ModelCard, write_card
+from lineinspect.core.modelcard import ModelCard, write_card
 from lineinspect.errors import LineinspectError
 from lineinspect.offline.datasets import find_good, read_labelled
+from lineinspect.offline.thresholds import (
+    check_target,
+    defect_labels,
+    empirical_calibration,
+    level_for,
+    lowest_defect_threshold,
+)
 
 
 class RetuneError(LineinspectError):
@@ -103,62 +110,9 @@ def good_image_scores(model: Model, folder: Path) -> tuple[np.ndarray, np.ndarra
     return np.asarray(scores, dtype=np.float64), (np.asarray(maxima, dtype=np.float64) if maxima else None)
 
 
-def allowed_false_rejects(target_false_reject: float, images: int) -> int:
-    """k = floor(target × n): how many of n good images a threshold at the target may reject."""
-    return math.floor(target_false_reject * images + 1e-9)
-
-
-def level_for(scores: np.ndarray, target_false_reject: float) -> tuple[float, int]:
-    """(threshold, k): the lowest level that at most k = allowed_false_rejects(target, n) of `scores` reach."""
-    if not 0.0 <= target_false_reject < 0.5:
-        raise RetuneError(f"--target-false-reject {target_false_reject:g}: give a rate from 0 up to (not) 0.5")
-    ordered = np.sort(scores)[::-1]
-    k = allowed_false_rejects(target_false_reject, len(ordered))
-    # Just above the (k+1)-th highest score, so that part and every lower one pass. The gap is
-    # wide enough to survive the adapter's float32 scaling (0.5 = threshold) of a score equal to it.
-    gap = 1e-4 * max(float(ordered[0] - ordered[-1]), abs(float(ordered[k])), 1e-6)
-    return float(ordered[k]) + gap, k
-
-
-def unresolved_target_note(target_false_reject: float, images: int, what: str = "good images") -> str | None:
-    """A warning when `images` good images (`what` they are, for the message) are too few for the target.
-
-    With allowed_false_rejects = 0 the threshold sits just above the highest of them: fewer
-    false rejects than asked for, and more escapes. Used by teach and by retune.
-    """
-    if target_false_reject <= 0 or images <= 0 or allowed_false_rejects(target_false_reject, images) > 0:
-        return None
-    needed = math.ceil(1 / target_false_reject - 1e-9)
-    return (
-        f"note: the thresholds come from {images} {what}, too few to show a "
-        f"{100 * target_false_reject:g} % false-reject rate (that needs {needed}); they sit just above the "
-        "highest of them, which rejects fewer good parts than asked and lets more defects through. "
-        "Give more good images or a higher --target-false-reject"
-    )
-
-
-def empirical_calibration(
-    scores: np.ndarray, map_maxima: np.ndarray | None, target_false_reject: float
-) -> AnomalyCalibration:
-    """Anomaly thresholds that at most the target share of these good parts reach.
-
-    scores: their raw image scores; map_maxima: their anomaly maps' largest raw values (the
-    pixel threshold), or None for a model without a map. The held-back median maps to 0, the
-    threshold to 0.5 and its mirror to 1.
-    """
-    level = level_for(scores, target_false_reject)[0]
-    median = float(np.median(scores))
-    top = 2 * level - median if level > median else level + max(abs(level) * 1e-3, 1e-6)
-    pixel = level_for(map_maxima, target_false_reject)[0] if map_maxima is not None else level
-    return AnomalyCalibration(
-        image_threshold=level, pixel_threshold=pixel, score_min=median if median < top else top - 1e-6, score_max=top
-    )
-
-
 def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_images: int = 10) -> Retuned:
     """New thresholds from the good images under good_folder; the card is returned, not written."""
-    if not 0.0 <= target_false_reject < 0.5:
-        raise RetuneError(f"--target-false-reject {target_false_reject:g}: give a rate from 0 up to (not) 0.5")
+    check_target(target_false_reject)
     scores, maxima = good_image_scores(model, good_folder)
     if len(scores) < min_images:
         raise RetuneError(
@@ -174,11 +128,10 @@ def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_i
             update={"map_output": card.anomaly.map_output, "score_output": card.anomaly.score_output}
         )
     elif card.adapter in ("segmentation", "classification"):
-        defect_labels = [n for n in card.labels if n != card.background_class]
-        old = min((card.threshold_for(n) for n in defect_labels), default=card.threshold_for("*"))
+        old = lowest_defect_threshold(card)
         if not 0.0 <= level <= 1.0:
             raise RetuneError(f"{model.path}: the good images score {level:.4g}, outside 0-1; check the model")
-        card.thresholds = {**card.thresholds, **dict.fromkeys(defect_labels, level)}
+        card.thresholds = {**card.thresholds, **dict.fromkeys(defect_labels(card), level)}
     else:
         raise RetuneError(
             f"{model.path}: a {card.adapter} model's thresholds are per detection, not per image; "
@@ -188,7 +141,7 @@ def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_i
     card.trained = {
         **card.trained,
         "retuned": {
-            "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "date_utc": utc_now_iso("seconds"),
             "good_folder": str(good_folder),
             "images": len(scores),
             "target_false_reject": target_false_reject,

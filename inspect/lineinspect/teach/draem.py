@@ -17,7 +17,8 @@ ones:
 4. Export (ONNX opset 17): `anomaly_map` [N,1,H,W] = defect probability and
    `pred_score` [N] = the largest 9x9 average of the map, for the `anomaly`
    adapter. Thresholds come from held-back good images at the target
-   false-reject rate, as for the stats method (`anomaly.calibrate_thresholds`).
+   false-reject rate, as for the stats method, kept within reach of a
+   probability (`thresholds.reachable_calibration`).
 
 Needs torch (the `train` extra); the exported model needs only onnxruntime.
 """
@@ -28,20 +29,25 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from lineinspect.core.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard
+from lineinspect.core.modelcard import MODEL_FILE, InputSpec, ModelCard
 from lineinspect.offline.datasets import find_defects, read_labelled
-from lineinspect.offline.retune import level_for
-from lineinspect.teach.anomaly import _check_options, calibrate_thresholds, split_holdout
-from lineinspect.teach.card import write_anomaly_card
+from lineinspect.offline.thresholds import reachable_calibration
+from lineinspect.teach.common import (
+    OPSET,
+    TeachOptions,
+    check_options,
+    load_torch,
+    split_holdout,
+    train_network,
+    write_anomaly_card,
+)
 from lineinspect.teach.good_folder import TeachError, read_good_images
 from lineinspect.teach.painted import paint_defect
 
@@ -49,82 +55,55 @@ METHOD = "draem-style segmentation v1"
 CROP_PX = 128
 BATCH = 8
 SCORE_POOL_PX = 9
-OPSET = 17
 
 
 @dataclass(frozen=True, slots=True)
 class DraemOptions:
-    """As TeachOptions; epochs: passes over the training images; base_channels: U-Net width."""
+    """epochs: passes over the training images; base_channels: U-Net width; threads: torch CPU threads."""
 
-    name: str
-    width: int = 256
-    height: int = 256
-    target_false_reject: float = 0.005
-    holdout_fraction: float = 0.2
-    seed: int = 0
+    teach: TeachOptions
     epochs: int = 12
     base_channels: int = 16
     threads: int = 2
-    progress: bool = True
-    description: str = ""
 
 
 def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path, options: DraemOptions) -> ModelCard:
     """Train, calibrate and export model.onnx + model.yaml into out_dir; return the card."""
-    try:
-        import torch
-    except ImportError:
-        raise TeachError(
-            "--method draem needs torch, which the service does not: pip install 'lineinspect[train]' "
-            "(or use --method stats)"
-        ) from None
+    teach = options.teach
+    torch = load_torch("draem", "stats", seed=teach.seed, threads=options.threads)
     import onnx  # noqa: F401  # torch.onnx.export needs it; fail here with the clear message below
 
-    _check_options(options, len(good_images))  # type: ignore[arg-type]
-    if options.width < CROP_PX or options.height < CROP_PX:
-        raise TeachError(f"--size {options.width}x{options.height}: --method draem needs at least {CROP_PX} px a side")
+    check_options(teach, len(good_images))
+    if teach.width < CROP_PX or teach.height < CROP_PX:
+        raise TeachError(f"--size {teach.width}x{teach.height}: --method draem needs at least {CROP_PX} px a side")
     started = time.monotonic_ns()
-    torch.manual_seed(options.seed)
-    torch.set_num_threads(options.threads)
-    rng = np.random.default_rng(options.seed)
-    size = (options.width, options.height)
+    rng = np.random.default_rng(teach.seed)
+    size = (teach.width, teach.height)
     images = np.stack([_gray(image, size) for _, image in read_good_images(list(good_images))])
-    held_idx, train_idx = split_holdout(len(images), options.holdout_fraction, rng)
+    held_idx, train_idx = split_holdout(len(images), teach.holdout_fraction, rng)
     holdout, train = images[held_idx], images[train_idx]
     real = _real_defects(defects, size) if defects is not None else []
 
     net = _unet(torch, options.base_channels)
     steps_per_epoch = max(1, math.ceil(len(train) / BATCH))
     total_steps = steps_per_epoch * options.epochs
-    optimiser = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=total_steps)
-    net.train()
-    # No tqdm object at all when progress is off (a disabled bar keeps tqdm's monitor thread alive).
-    with tqdm(total=total_steps, desc="training", unit="step") if options.progress else nullcontext() as bar:
-        for _ in range(total_steps):
-            x, y = _batch(rng, train, real)
-            logits = net(torch.from_numpy(x))
-            target = torch.from_numpy(y)
-            prob = torch.sigmoid(logits)
-            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-            dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-            loss = bce + dice
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    net.eval()
+
+    def batch_loss() -> tuple[Any, dict[str, Any]]:
+        x, y = _batch(rng, train, real)
+        logits = net(torch.from_numpy(x))
+        target = torch.from_numpy(y)
+        prob = torch.sigmoid(logits)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+        loss = bce + dice
+        return loss, {"loss": loss}
+
+    train_network(torch, net, total_steps, 2e-3, teach.progress, batch_loss)
 
     exported = _Exported(torch, net)
-    with torch.no_grad():
-        held = torch.from_numpy(holdout[:, None].astype(np.float32) / 255.0)
-        scores = np.concatenate([exported(held[i : i + BATCH])[1].numpy() for i in range(0, len(held), BATCH)])
-    calibration = calibrate_thresholds(scores, options.target_false_reject)
+    scores, maxima = _held_back(torch, exported, holdout)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 1, options.height, options.width)
+    dummy = torch.zeros(1, 1, teach.height, teach.width)
     torch.onnx.export(
         exported,
         (dummy,),
@@ -136,53 +115,34 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
         dynamo=False,
     )
     supervised = f", {len(real)} real defect images" if real else ""
-    card = write_anomaly_card(
+    return write_anomaly_card(
         out_dir,
-        name=options.name,
-        description=options.description
-        or f"Defect segmentation taught from {len(images)} good images{supervised} by lineinspect teach ({METHOD}).",
+        teach,
         method=METHOD,
-        spec=InputSpec(width=options.width, height=options.height, color="GRAY", layout="NCHW", resize="stretch"),
-        calibration=_reachable(torch, exported, holdout, calibration, options.target_false_reject),
+        summary=f"Defect segmentation taught from {len(images)} good images{supervised}",
+        spec=InputSpec(width=teach.width, height=teach.height, color="GRAY", layout="NCHW", resize="stretch"),
+        calibration=reachable_calibration(scores, maxima, teach.target_false_reject),
         held_back_scores=scores,
-        target_false_reject=options.target_false_reject,
+        images_learned=len(train),
         started_ns=started,
-        counts={
-            "images": len(images),
-            "images_learned": len(train),
-            "images_held_back": len(holdout),
+        details={
             "defect_images_learned": len(real),
+            "supervised": bool(real),
+            "epochs": options.epochs,
+            "steps": total_steps,
+            "threads": options.threads,
         },
-        details={"supervised": bool(real), "epochs": options.epochs, "steps": total_steps, "threads": options.threads},
     )
-    return card
 
 
-def _reachable(
-    torch: Any, exported: Any, holdout: np.ndarray, calibration: AnomalyCalibration, target_false_reject: float
-) -> AnomalyCalibration:
-    """Thresholds this network can reach, keeping the target false-reject rate on the held-back parts.
-
-    Its map and score are probabilities (at most 1), so the shared rule's margin above the
-    held-back scores can land at 1 or more: such a model could never reject a part. Then the
-    image threshold is the empirical level (`retune.level_for`). The station rejects a part for
-    any map pixel at or above the pixel threshold, and a pixel of the map can exceed the pooled
-    image score, so the pixel threshold is the same level taken over the held-back parts'
-    largest map values (never below the image threshold).
-    """
+def _held_back(torch: Any, exported: Any, holdout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores (n,), largest map values (n,)), float32 0–1, of the held-back (n, H, W) uint8 gray images."""
     with torch.no_grad():
         held = torch.from_numpy(holdout[:, None].astype(np.float32) / 255.0)
         pairs = [exported(held[i : i + BATCH]) for i in range(0, len(held), BATCH)]
-    scores = np.concatenate([score.numpy() for _, score in pairs]).astype(np.float64)
-    maxima = np.concatenate([m.amax(dim=(1, 2, 3)).numpy() for m, _ in pairs]).astype(np.float64)
-    image = calibration.image_threshold
-    if image >= 1.0:
-        image = level_for(scores, target_false_reject)[0]
-    pixel = max(image, level_for(maxima, target_false_reject)[0])
-    low = min(float(np.median(scores)), image - 1e-6)
-    return AnomalyCalibration(
-        image_threshold=image, pixel_threshold=pixel, score_min=low, score_max=max(2 * image - low, image + 1e-6)
-    )
+    scores = np.concatenate([score.numpy() for _, score in pairs])
+    maxima = np.concatenate([m.amax(dim=(1, 2, 3)).numpy() for m, _ in pairs])
+    return scores, maxima
 
 
 def _gray(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -27,7 +27,7 @@ plant's own labelled defects in minutes:
    adapter. Logits, not probabilities, so that clear defects do not all tie
    at 1.0 and the thresholds are never out of reach.
 5. Thresholds from held-back good images at the target false-reject rate
-   (the empirical level, as `lineinspect retune` sets it): the image
+   (`thresholds.empirical_calibration`, as `lineinspect retune` sets them): the image
    threshold from their scores, the pixel threshold from their maps' largest
    values. Look at the held-back parts that score highest (the card gives
    their maximum): on the magnetic tiles the top one shows a dark pit. A part whose image
@@ -42,7 +42,6 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,20 +49,31 @@ from typing import Any
 import cv2
 import numpy as np
 import onnx
-from tqdm import tqdm
+import onnxruntime as ort
 
-from lineinspect.core.modelcard import MODEL_FILE, InputSpec, ModelCard
+from lineinspect.core.modelcard import InputSpec, ModelCard
 from lineinspect.offline.datasets import find_defects, read_labelled
-from lineinspect.offline.retune import empirical_calibration
-from lineinspect.teach.anomaly import TeachOptions, _bar, _check_options, split_holdout
-from lineinspect.teach.card import write_anomaly_card
+from lineinspect.offline.thresholds import empirical_calibration
+from lineinspect.teach.common import (
+    OPSET,
+    TeachOptions,
+    check_options,
+    good_tensors,
+    input_tensor,
+    load_torch,
+    open_session,
+    run_batches,
+    score_held_back,
+    split_holdout,
+    train_network,
+    write_anomaly_card,
+)
 from lineinspect.teach.filter_bank import GraphParts
-from lineinspect.teach.good_folder import TeachError, read_good_images
+from lineinspect.teach.good_folder import TeachError
 from lineinspect.teach.painted import paint_defect
-from lineinspect.teach.patchknn import CELL_PX, FEATURE_COUNT, _model, gray_tensor, patch_features, run, session
+from lineinspect.teach.patchknn import CELL_PX, FEATURE_COUNT, features_model, patch_features
 
 METHOD = "filter-bank network v1"
-OPSET = 17
 FEATURES = "patch_features"
 BATCH = 16
 # Position (y, x) is the last two feature channels: a flip moves the look of a cell, not the grid.
@@ -101,15 +111,9 @@ def teach_featnet(
     good_images: Sequence[Path], defects: Path | None, out_dir: Path, options: FeatNetOptions
 ) -> ModelCard:
     """Train, calibrate and export model.onnx + model.yaml into out_dir; return the card."""
-    try:
-        import torch
-    except ImportError:
-        raise TeachError(
-            "--method featnet needs torch, which the service does not: pip install 'lineinspect[train]' "
-            "(or use --method stats or patchknn)"
-        ) from None
     teach = options.teach
-    _check_options(teach, len(good_images))
+    torch = load_torch("featnet", "stats or patchknn", seed=teach.seed, threads=options.threads)
+    check_options(teach, len(good_images))
     if teach.width % CELL_PX or teach.height % CELL_PX or min(teach.width, teach.height) < 64:
         raise TeachError(
             f"--size {teach.width}x{teach.height}: --method featnet needs both sides multiples of {CELL_PX} "
@@ -118,57 +122,46 @@ def teach_featnet(
     if options.steps < 1:
         raise TeachError(f"--steps {options.steps}: train for at least one step (default 1500)")
     started = time.monotonic_ns()
-    torch.manual_seed(teach.seed)
-    torch.set_num_threads(options.threads)
     rng = np.random.default_rng(teach.seed)
     spec = InputSpec(width=teach.width, height=teach.height, color="GRAY", layout="NCHW", resize="stretch")
 
-    images = [gray_tensor(image, spec) for _, image in read_good_images(list(good_images))]
-    tensors = np.stack(images)
+    tensors, _ = good_tensors(good_images, spec)
     holdout, train = split_holdout(len(tensors), teach.holdout_fraction, rng)
     parts = GraphParts()
     feature_name = patch_features(parts, "input", spec)
-    features_only = session(_model(parts, spec, {feature_name: -1}), options.threads)
-    good = _features(features_only, tensors[train], "features of good parts", teach.progress)
+    bank = open_session(features_model(parts, spec, feature_name), options.threads)
+    good = _features(bank, tensors[train], "features of good parts", teach.progress)
     cells = good.shape[-2:]
     if defects is not None:
-        bad = _real_defects(features_only, defects, spec, cells, teach.progress)
+        bad = _real_defects(bank, defects, spec, cells, teach.progress)
     else:
-        bad = _painted_defects(features_only, tensors[train], rng, cells, teach.progress)
+        bad = _painted_defects(bank, tensors[train], rng, cells, teach.progress)
 
     net = _network(torch, good, options.channels)
     _train(torch, net, good, bad, options, rng)
 
     model = _export(torch, net, parts, spec, feature_name)
-    maps, scores = run(session(model, options.threads), tensors[holdout])
-    # Empirical levels, no normal fit or margin: logits of good parts are far from normal (a long
-    # tail towards the few that look a little like a defect), and a margin measured in logits
-    # would put the threshold out of reach of real defects.
-    calibration = empirical_calibration(scores, maps.max(axis=(1, 2)), teach.target_false_reject)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_dir / MODEL_FILE))
+    scores, maxima = score_held_back(model, tensors[holdout], options.threads)
     supervised = defects is not None
     taught_from = (
         f"{int(bad.defective.sum())} defective images" if supervised else f"{len(bad.defective)} painted defects"
     )
     return write_anomaly_card(
         out_dir,
-        name=teach.name,
-        description=teach.description
-        or f"Defect model taught from {len(tensors)} good images and {taught_from} by lineinspect teach ({METHOD}).",
+        teach,
+        model=model,
         method=METHOD,
+        summary=f"Defect model taught from {len(tensors)} good images and {taught_from}",
         spec=spec,
-        calibration=calibration,
+        # Empirical levels, no normal fit or margin: logits of good parts are far from normal (a long
+        # tail towards the few that look a little like a defect), and a margin measured in logits
+        # would put the threshold out of reach of real defects.
+        calibration=empirical_calibration(scores, maxima, teach.target_false_reject),
         held_back_scores=scores,
-        target_false_reject=teach.target_false_reject,
+        images_learned=len(train),
         started_ns=started,
-        counts={
-            "images": len(tensors),
-            "images_learned": len(train),
-            "images_held_back": len(holdout),
-            "defect_images_learned": int(bad.defective.sum()) if supervised else 0,
-        },
         details={
+            "defect_images_learned": int(bad.defective.sum()) if supervised else 0,
             "supervised": supervised,
             "painted_defects": 0 if supervised else len(bad.defective),
             "defect_images_without_mask": int((~bad.has_mask).sum()) if supervised else 0,
@@ -180,15 +173,10 @@ def teach_featnet(
     )
 
 
-def _features(sess: Any, tensors: np.ndarray, desc: str, progress: bool) -> np.ndarray:
-    name = sess.get_outputs()[0].name
-    out = []
-    with _bar(len(tensors), desc, progress) as bar:
-        for start in range(0, len(tensors), 8):
-            out.append(sess.run([name], {"input": tensors[start : start + 8]})[0])
-            if bar is not None:
-                bar.update(len(out[-1]))
-    return np.concatenate(out).astype(np.float32)
+def _features(bank: ort.InferenceSession, tensors: np.ndarray, desc: str, progress: bool) -> np.ndarray:
+    """(M, FEATURE_COUNT, h, w) float32 cell features of input tensors (M, 1, H, W); bank: the filter bank alone."""
+    output = bank.get_outputs()[0].name
+    return np.concatenate(list(run_batches(bank, output, tensors, desc, progress))).astype(np.float32)
 
 
 def _cell_mask(mask: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
@@ -197,11 +185,13 @@ def _cell_mask(mask: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
     return mask.reshape(h, CELL_PX, w, CELL_PX).max(axis=(1, 3)).astype(np.float32)
 
 
-def _real_defects(sess: Any, folder: Path, spec: InputSpec, cells: tuple[int, int], progress: bool) -> _Examples:
+def _real_defects(
+    bank: ort.InferenceSession, folder: Path, spec: InputSpec, cells: tuple[int, int], progress: bool
+) -> _Examples:
     tensors, masks, known = [], [], []
     for item in find_defects(folder):
         image, mask = read_labelled(item)
-        tensors.append(gray_tensor(image, spec))
+        tensors.append(input_tensor(image, spec))
         known.append(mask is not None)
         if mask is None:
             masks.append(np.zeros(cells, np.float32))
@@ -210,12 +200,12 @@ def _real_defects(sess: Any, folder: Path, spec: InputSpec, cells: tuple[int, in
             masks.append(_cell_mask(resized, cells))
     if len(tensors) < 2:
         raise TeachError(f"--defects {folder}: {len(tensors)} defective image(s); give at least 2 (dozens work best)")
-    features = _features(sess, np.stack(tensors), "features of defective parts", progress)
+    features = _features(bank, np.stack(tensors), "features of defective parts", progress)
     return _Examples(features, np.stack(masks), np.ones(len(tensors), bool), np.array(known))
 
 
 def _painted_defects(
-    sess: Any, tensors: np.ndarray, rng: np.random.Generator, cells: tuple[int, int], progress: bool
+    bank: ort.InferenceSession, tensors: np.ndarray, rng: np.random.Generator, cells: tuple[int, int], progress: bool
 ) -> _Examples:
     painted, masks = [], []
     for _ in range(min(PAINTED_PER_GOOD * len(tensors), PAINTED_MAX)):
@@ -228,7 +218,7 @@ def _painted_defects(
         painted.append(np.clip(image, 0, 255)[None] / 255.0)
         masks.append(_cell_mask(mask, cells))
     keep = [i for i, m in enumerate(masks) if m.any()]  # a paint job too faint to see is no defect
-    features = _features(sess, np.stack([painted[i] for i in keep]).astype(np.float32), "painted defects", progress)
+    features = _features(bank, np.stack([painted[i] for i in keep]).astype(np.float32), "painted defects", progress)
     return _Examples(features, np.stack([masks[i] for i in keep]), np.ones(len(keep), bool), np.ones(len(keep), bool))
 
 
@@ -273,42 +263,32 @@ def _train(
     torch: Any, net: Any, good: np.ndarray, bad: _Examples, options: FeatNetOptions, rng: np.random.Generator
 ) -> None:
     f = torch.nn.functional
-    optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=options.steps)
     zero_mask = np.zeros(good.shape[-2:], np.float32)
-    net.train()
-    # No tqdm object at all when progress is off (a disabled bar keeps tqdm's monitor thread alive).
-    with tqdm(total=options.steps, desc="training", unit="step") if options.teach.progress else nullcontext() as bar:
-        for _ in range(options.steps):
-            xs, ms, ys, weights = [], [], [], []
-            for _ in range(BATCH):
+
+    def batch_loss() -> tuple[Any, dict[str, Any]]:
+        xs, ms, ys, weights = [], [], [], []
+        for _ in range(BATCH):
+            if rng.random() < 0.5:
+                i = int(rng.integers(len(bad.defective)))
+                x, m, y, known = bad.features[i].copy(), bad.masks[i].copy(), 1.0, bool(bad.has_mask[i])
+            else:
+                x, m, y, known = good[int(rng.integers(len(good)))].copy(), zero_mask.copy(), 0.0, True
+            for axis in (1, 2):  # flips move the look of the cells, never the position grid
                 if rng.random() < 0.5:
-                    i = int(rng.integers(len(bad.defective)))
-                    x, m, y, known = bad.features[i].copy(), bad.masks[i].copy(), 1.0, bool(bad.has_mask[i])
-                else:
-                    x, m, y, known = good[int(rng.integers(len(good)))].copy(), zero_mask.copy(), 0.0, True
-                for axis in (1, 2):  # flips move the look of the cells, never the position grid
-                    if rng.random() < 0.5:
-                        x[:LOOK_CHANNELS] = np.flip(x[:LOOK_CHANNELS], axis=axis)
-                        m = np.flip(m, axis=axis - 1)
-                xs.append(x)
-                ms.append(np.ascontiguousarray(m))
-                ys.append(y)
-                weights.append(1.0 if known else 0.0)
-            cell_logit, image_logit = net(torch.from_numpy(np.stack(xs)))
-            target = torch.from_numpy(np.stack(ms)[:, None])
-            weight = torch.tensor(weights, dtype=torch.float32).reshape(-1, 1, 1, 1).expand_as(target)
-            cell_loss = f.binary_cross_entropy_with_logits(cell_logit, target, weight=weight)
-            image_loss = f.binary_cross_entropy_with_logits(image_logit, torch.tensor(ys, dtype=torch.float32))
-            loss = cell_loss + IMAGE_LOSS_WEIGHT * image_loss
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(cells=f"{float(cell_loss.detach()):.3f}", images=f"{float(image_loss.detach()):.3f}")
-    net.eval()
+                    x[:LOOK_CHANNELS] = np.flip(x[:LOOK_CHANNELS], axis=axis)
+                    m = np.flip(m, axis=axis - 1)
+            xs.append(x)
+            ms.append(np.ascontiguousarray(m))
+            ys.append(y)
+            weights.append(1.0 if known else 0.0)
+        cell_logit, image_logit = net(torch.from_numpy(np.stack(xs)))
+        target = torch.from_numpy(np.stack(ms)[:, None])
+        weight = torch.tensor(weights, dtype=torch.float32).reshape(-1, 1, 1, 1).expand_as(target)
+        cell_loss = f.binary_cross_entropy_with_logits(cell_logit, target, weight=weight)
+        image_loss = f.binary_cross_entropy_with_logits(image_logit, torch.tensor(ys, dtype=torch.float32))
+        return cell_loss + IMAGE_LOSS_WEIGHT * image_loss, {"cells": cell_loss, "images": image_loss}
+
+    train_network(torch, net, options.steps, 3e-3, options.teach.progress, batch_loss)
 
 
 def _export(torch: Any, net: Any, parts: GraphParts, spec: InputSpec, feature_name: str) -> onnx.ModelProto:
@@ -340,9 +320,11 @@ def _export(torch: Any, net: Any, parts: GraphParts, spec: InputSpec, feature_na
         )
     head = onnx.load_from_string(buffer.getvalue())
     head = onnx.compose.add_prefix(head, "net_", rename_inputs=False, rename_outputs=False)
-    bank = _model(parts, spec, {feature_name: -1})
-    head.ir_version = bank.ir_version
-    merged = onnx.compose.merge_models(bank, head, io_map=[(feature_name, FEATURES)], producer_name="lineinspect teach")
+    filter_bank = features_model(parts, spec, feature_name)
+    head.ir_version = filter_bank.ir_version
+    merged = onnx.compose.merge_models(
+        filter_bank, head, io_map=[(feature_name, FEATURES)], producer_name="lineinspect teach"
+    )
     merged.graph.name = "lineinspect_featnet"
     onnx.checker.check_model(merged)
     return merged

@@ -3,7 +3,7 @@
 Nothing here is learned; the filters are Gaussian blurs, differences of
 Gaussians and gradient energies, built as separable depthwise Conv nodes so
 that any ONNX runtime runs them fast on a CPU. `feature_nodes` appends the
-nodes that turn the model input into a feature stack; `anomaly.py` adds the
+nodes that turn the model input into a feature stack; `stats.py` adds the
 statistics of good parts on top.
 """
 

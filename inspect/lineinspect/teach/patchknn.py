@@ -33,43 +33,41 @@ defect when no patch of any good image looks like it, wherever that was.
    image score is the map's maximum. Both raw (outputs `anomaly_map`
    [1,1,H,W] and `pred_score` [1]).
 6. Thresholds come from held-back good images exactly as for the statistics
-   method (`anomaly.calibrate_thresholds`).
+   method (`thresholds.calibrate_thresholds`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from lineinspect.core.modelcard import MODEL_FILE, InputSpec, ModelCard
-from lineinspect.core.preprocess import preprocess
-from lineinspect.teach.anomaly import (
+from lineinspect.core.modelcard import InputSpec, ModelCard
+from lineinspect.teach.common import (
     TeachOptions,
-    _bar,
-    _check_options,
-    calibrate_thresholds,
-    split_holdout,
+    anomaly_outputs,
+    check_options,
+    graph_model,
+    open_session,
+    run_batches,
+    teach_from_good,
 )
-from lineinspect.teach.card import write_anomaly_card
 from lineinspect.teach.filter_bank import GraphParts
-from lineinspect.teach.good_folder import TeachError, read_good_images
+from lineinspect.teach.good_folder import TeachError
 
 METHOD = "patch nearest neighbour v1"
-OPSET = 17
+GRAPH_NAME = "lineinspect_patchknn"
 CELL_PX = 4
 # Per cell: 7 averaged (brightness σ2 and σ8, DoG σ4−σ8, x/y gradient energy, local std σ4,
 # fine-detail energy), 7 strongest responses (`_blobs` at σ 1.5 and 3, dark thin line), and
 # the cell's position (y, x).
 FEATURE_COUNT = 7 + 7 + 2
 PAD_PX = 3 * 8 + 2  # the widest blur's radius (σ 8) and a derivative's, mirrored at the border
-BATCH = 8
 # The map is smoothed over 1/32 of the input's shorter side (2 cells at 256 px), at least 1 cell.
 MAP_SIGMA_OF_SIDE = 1 / 32
 
@@ -91,48 +89,24 @@ class PatchOptions:
 def teach_patchknn(good_images: Sequence[Path], out_dir: Path, options: PatchOptions) -> ModelCard:
     """Build model.onnx + model.yaml in out_dir from images of good parts; return the card."""
     teach = options.teach
-    _check_options(teach, len(good_images))
+    check_options(teach, len(good_images))
     if options.bank_size < 16:
         raise TeachError(f"--bank-size {options.bank_size}: keep at least 16 patches")
-    started = time.monotonic_ns()
     spec = InputSpec(width=teach.width, height=teach.height, color="GRAY", layout="NCHW", resize="stretch")
-    images = list(read_good_images(list(good_images)))
-    sizes = sorted({f"{image.shape[1]}x{image.shape[0]}" for _, image in images})
-    tensors = np.stack([gray_tensor(image, spec) for _, image in images])
 
-    rng = np.random.default_rng(teach.seed)
-    holdout, train = split_holdout(len(tensors), teach.holdout_fraction, rng)
-
-    patches = good_patches(tensors[train], spec, teach.progress)
-    mean, std, bank = memory_bank(patches, options, rng)
-
-    model = patchknn_graph(spec, mean, std, bank, options.ignore_border_px)
-    maps, scores = run(session(model), tensors[holdout])
-    calibration = calibrate_thresholds(scores, teach.target_false_reject, map_maxima=maps.max(axis=(1, 2)))
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out_dir / MODEL_FILE))
-    card = write_anomaly_card(
-        out_dir,
-        name=teach.name,
-        description=teach.description
-        or f"Anomaly model taught from {len(tensors)} images of good parts by lineinspect teach ({METHOD}).",
-        method=METHOD,
-        spec=spec,
-        calibration=calibration,
-        held_back_scores=scores,
-        target_false_reject=teach.target_false_reject,
-        started_ns=started,
-        counts={"images": len(tensors), "images_learned": len(train), "images_held_back": len(holdout)},
-        details={
-            "image_sizes": sizes,
+    def learn(train: np.ndarray, rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        patches = good_patches(train, spec, teach.progress)
+        mean, std, bank = memory_bank(patches, options, rng)
+        model = patchknn_graph(spec, mean, std, bank, options.ignore_border_px)
+        details = {
             "patches_seen": len(patches),
             "bank_size": len(bank),
             "position_weight": options.position_weight,
             "ignore_border_px": options.ignore_border_px,
-        },
-    )
-    return card
+        }
+        return model, details
+
+    return teach_from_good(good_images, out_dir, teach, method=METHOD, spec=spec, learn=learn)
 
 
 def memory_bank(
@@ -148,24 +122,13 @@ def memory_bank(
     return mean, std, greedy_coreset(standard, min(options.bank_size, len(standard)), rng)
 
 
-def gray_tensor(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(1, H, W) float32, exactly as the runtime feeds the model."""
-    return preprocess(image, spec)[0][0]
-
-
 def good_patches(tensors: np.ndarray, spec: InputSpec, progress: bool) -> np.ndarray:
     """(M·cells, FEATURE_COUNT) float32 patch features of every cell of every image."""
     parts = GraphParts()
     features = patch_features(parts, "input", spec)
-    sess = session(_model(parts, spec, {features: -1}))
-    out = []
-    with _bar(len(tensors), "learning", progress) as bar:
-        for start in range(0, len(tensors), BATCH):
-            values = sess.run([features], {"input": tensors[start : start + BATCH]})[0]
-            out.append(values.transpose(0, 2, 3, 1).reshape(-1, FEATURE_COUNT))
-            if bar is not None:
-                bar.update(len(values))
-    return np.concatenate(out)
+    session = open_session(features_model(parts, spec, features))
+    batches = run_batches(session, features, tensors, "learning", progress)
+    return np.concatenate([values.transpose(0, 2, 3, 1).reshape(-1, FEATURE_COUNT) for values in batches])
 
 
 def greedy_coreset(points: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -283,7 +246,7 @@ def patchknn_graph(
     sizes = parts.op("Concat", [parts.op("Shape", [smoothed], end=1), size], axis=0)
     parts.nodes.append(helper.make_node("Resize", [smoothed, "", "", sizes], ["anomaly_map"], mode="linear"))
     parts.nodes.append(helper.make_node("ReduceMax", [smoothed], ["pred_score"], axes=[1, 2, 3], keepdims=0))
-    return _model(parts, spec, {"anomaly_map": 1, "pred_score": 0})
+    return graph_model(parts, spec, anomaly_outputs(spec), GRAPH_NAME)
 
 
 def _nearest(parts: GraphParts, rows: str, bank: np.ndarray, stem: str) -> str:
@@ -299,43 +262,7 @@ def _nearest(parts: GraphParts, rows: str, bank: np.ndarray, stem: str) -> str:
     return parts.op("Sqrt", [parts.op("Max", [parts.op("Add", [d2, row_sq]), zero])])
 
 
-def _model(parts: GraphParts, spec: InputSpec, outputs: dict[str, int]) -> onnx.ModelProto:
-    """Wrap the nodes; outputs: name → channels (0: a score per image, -1: patch features)."""
-    infos = []
-    for name, ch in outputs.items():
-        if ch == 0:
-            shape: list[str | int] = ["batch"]
-        elif ch < 0:
-            shape = ["batch", FEATURE_COUNT, spec.height // CELL_PX, spec.width // CELL_PX]
-        else:
-            shape = ["batch", ch, spec.height, spec.width]
-        infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-    graph = helper.make_graph(
-        parts.nodes,
-        "lineinspect_patchknn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, spec.height, spec.width])],
-        infos,
-        initializer=parts.initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lineinspect teach")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
-
-
-def session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def run(sess: ort.InferenceSession, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(maps (M, H, W), scores (M,)) for a stack of input tensors."""
-    maps, scores = [], []
-    for start in range(0, len(tensors), BATCH):
-        m, s = sess.run(["anomaly_map", "pred_score"], {"input": tensors[start : start + BATCH]})
-        maps.append(m[:, 0])
-        scores.append(s)
-    return np.concatenate(maps), np.concatenate(scores)
+def features_model(parts: GraphParts, spec: InputSpec, features: str) -> onnx.ModelProto:
+    """The graph collected so far, with the patch features [N, FEATURE_COUNT, H/4, W/4] as its output."""
+    shape = (FEATURE_COUNT, spec.height // CELL_PX, spec.width // CELL_PX)
+    return graph_model(parts, spec, {features: shape}, GRAPH_NAME)
