@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lineinspect.core.result import UndecidedKind
 from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.config import QueueFullPolicy, parse_camera
 from lineinspect.line.capture.folder import FolderCamera
@@ -79,7 +80,7 @@ def test_folder_when_path_is_missing_reports_reconnecting_with_the_reason(tmp_pa
     assert status.last_error == (
         f"camera 'cam7': image folder {missing} does not exist; fix source.path in the camera definition"
     )
-    assert [(p.trigger_id, p.part_id) for p in rec.skipped] == [(tid, "A1")]
+    assert [(p.part.trigger_id, p.part.part_id) for p in rec.skipped if p.part is not None] == [(tid, "A1")]
     assert rec.skipped[0].reason.startswith("camera reconnecting: camera 'cam7': image folder")
     assert payload["state"] == "reconnecting" and payload["counters"]["skipped_parts"] == 1
 
@@ -120,12 +121,13 @@ def test_triggered_parts_beyond_a_full_queue_become_skipped_parts(tmp_path: Path
             sup.trigger(part_id=f"P{i}")
         wait_for(lambda: len(rec.skipped) == 3)
         queued = [c.frame.part_id for c in take(sup, 2)]
-    skipped = [p.part_id for p in rec.skipped]
+    skipped = [p.part.part_id for p in rec.skipped if p.part is not None]
     if policy is QueueFullPolicy.UNDECIDED_NEW:
         assert queued == ["P0", "P1"] and skipped == ["P2", "P3", "P4"]
     else:
         assert queued == ["P3", "P4"] and skipped == ["P0", "P1", "P2"]
     assert all(p.frame is not None and "inspection queue full" in p.reason for p in rec.skipped)
+    assert {p.kind for p in rec.skipped} == {UndecidedKind.QUEUE_FULL}
 
 
 def test_free_run_with_a_full_queue_drops_oldest_frames_and_counts_them(tmp_path: Path) -> None:
@@ -150,7 +152,7 @@ def test_software_trigger_without_an_image_becomes_a_skipped_part(tmp_path: Path
         sup.trigger(part_id="X9")
         wait_for(lambda: len(rec.skipped) == 1)
         waited_s = time.monotonic() - t0
-    assert rec.skipped[0].part_id == "X9"
+    assert rec.skipped[0].part is not None and rec.skipped[0].part.part_id == "X9"
     assert rec.skipped[0].reason == "no image within 150 ms of the software trigger"
     assert 0.1 <= waited_s < 2.0
     assert sup.status().counters["missed_triggers"] == 1

@@ -94,4 +94,4 @@ def test_opencv_missing_video_file_is_reported_while_reconnecting(tmp_path: Path
         sup.trigger(part_id="Z")
         status = sup.status()
     assert status.last_error == f"camera 'vid': video file {tmp_path / 'none.avi'} does not exist; fix source.file"
-    assert [p.part_id for p in rec.skipped] == ["Z"]
+    assert [p.part.part_id for p in rec.skipped if p.part is not None] == ["Z"]

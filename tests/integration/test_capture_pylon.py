@@ -94,7 +94,7 @@ def test_pylon_incomplete_image_becomes_a_skipped_part(tmp_path: Path) -> None:
         good = take(sup, 1)[0]
         wait_for(lambda: sup.status().stream.get("failed_buffers") == 1, 3, "pylon statistics")
         counters = sup.status().counters
-    assert [p.part_id for p in rec.skipped] == ["broken"]
+    assert [p.part.part_id for p in rec.skipped if p.part is not None] == ["broken"]
     assert rec.skipped[0].reason.startswith("image broken: image 0 incomplete: The buffer was incompletely grabbed")
     assert good.frame.part_id == "fine" and good.frame.frame_id == 1
     assert counters["grab_failures"] == 1 and sup.status().state is CameraState.STOPPED

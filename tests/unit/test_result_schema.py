@@ -13,8 +13,8 @@ import pytest
 from lineinspect.assemble import single_model_inspector
 from lineinspect.core.frame import Frame
 from lineinspect.core.model import RuntimeOptions
-from lineinspect.core.recipe import Recipe
 from lineinspect.core.part import PartRef
+from lineinspect.core.recipe import Recipe
 from lineinspect.core.result import SCHEMA_ID, Result, UndecidedKind, Verdict, result_schema
 from tests.helpers.graphs import brightness_anomaly
 

@@ -23,12 +23,12 @@ from lineinspect.core.model import RuntimeOptions
 from lineinspect.core.part import PartRef
 from lineinspect.core.recipe import Recipe
 from lineinspect.core.result import Result, ResultSink, ResultSinks, UndecidedKind, Verdict
-from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.supervisor import CameraSupervisor, Capture, SkippedPart
 from lineinspect.line.outbox import Outbox
 from lineinspect.line.station import PartWorker, RejectFeed, ResultFanout, SkippedParts
 from lineinspect.line.status import PartCounts
 from tests.helpers.graphs import brightness_anomaly
+from tests.helpers.scripted_cameras import TriggeredCamera
 from tests.helpers.waiting import wait_for
 
 STATION = "acme/s1/a1/l1/cell1/lineinspect/teststation"
@@ -209,48 +209,11 @@ def worker_for(
     return PartWorker(supervisor, skipped, inspector, fanout, recipe_id=None, budget_ms=budget_ms)
 
 
-class TriggeredCamera:
-    """A software-triggered camera that delivers one image per trigger (bad for the ids in `bad`)."""
-
-    def __init__(self, bad: frozenset[int] = frozenset()) -> None:
-        self.camera_id = "cam1"
-        self.trigger_mode = TriggerMode.SOFTWARE
-        self.bad = bad
-        self._sent = 0
-        self._waiting: list[int] = []
-        self._lock = threading.Lock()
-
-    def open(self) -> None:
-        pass
-
-    def trigger(self) -> None:
-        with self._lock:
-            self._sent += 1
-            self._waiting.append(self._sent)
-
-    def grab(self, timeout_ms: int) -> Frame | None:
-        with self._lock:
-            step = self._waiting.pop(0) if self._waiting else None
-        if step is None:
-            time.sleep(min(timeout_ms, 5) / 1000)
-            return None
-        return Frame(bad_image() if step in self.bad else good_image(), frame_id=step)
-
-    def check_alive(self) -> None:
-        pass
-
-    def stream_stats(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_part_past_its_deadline_is_undecided_late_without_being_inspected(
     inspector: Inspector, outbox: StoringOutbox
 ) -> None:
     seen: list[Result] = []
-    supervisor = CameraSupervisor(TriggeredCamera())
+    supervisor = CameraSupervisor(TriggeredCamera(good_image(), bad_image()))
     worker = worker_for(supervisor, inspector, fanout_for(outbox, seen.append), budget_ms=50)
     worker.inspect(capture(bad_image(), trigger_id=7, age_ms=80, part_id="P7"))
     (late,) = seen
@@ -270,7 +233,12 @@ def test_an_inspection_that_ends_after_the_deadline_is_late_and_keeps_what_the_m
     slow = SlowInspector(fast.models, fast.recipes, fast.default_recipe)
     slow.delay_s = 0.06
     seen: list[Result] = []
-    worker = worker_for(CameraSupervisor(TriggeredCamera()), slow, fanout_for(outbox, seen.append), budget_ms=30)
+    worker = worker_for(
+        CameraSupervisor(TriggeredCamera(good_image(), bad_image())),
+        slow,
+        fanout_for(outbox, seen.append),
+        budget_ms=30,
+    )
     worker.inspect(capture(bad_image(), trigger_id=3))
     (late,) = seen
     assert late.undecided_kind is UndecidedKind.LATE
@@ -288,7 +256,9 @@ def test_worker_threads_give_each_triggered_part_one_result_in_order_and_entries
     fanout = fanout_for(outbox, seen.append, reject=feed)
     skipped = SkippedParts("cam1", fanout, inspector, recipe_id=None, max_waiting=4)
     supervisor = CameraSupervisor(
-        TriggeredCamera(bad=frozenset({2})), on_part=feed.part_entered, on_skipped=skipped.put
+        TriggeredCamera(good_image(), bad_image(), bad_triggers=frozenset({2})),
+        on_part=feed.part_entered,
+        on_skipped=skipped.put,
     )
     worker = PartWorker(supervisor, skipped, inspector, fanout, recipe_id=None, budget_ms=2000)
     worker.start()
@@ -321,7 +291,9 @@ def test_a_trigger_while_the_camera_is_down_is_announced_then_undecided_camera_l
     seen: list[Result] = []
     fanout = fanout_for(outbox, seen.append, reject=feed)
     skipped = SkippedParts("cam1", fanout, inspector, recipe_id=None, max_waiting=4)
-    supervisor = CameraSupervisor(TriggeredCamera(), on_part=feed.part_entered, on_skipped=skipped.put)
+    supervisor = CameraSupervisor(
+        TriggeredCamera(good_image(), bad_image()), on_part=feed.part_entered, on_skipped=skipped.put
+    )
     worker = PartWorker(supervisor, skipped, inspector, fanout, recipe_id=None, budget_ms=2000)
     worker.start()
     try:
@@ -363,7 +335,7 @@ def test_skipped_parts_beyond_the_waiting_limit_are_decided_on_the_camera_thread
 
 def test_stopping_decides_every_queued_capture_as_stopped(inspector: Inspector, outbox: StoringOutbox) -> None:
     seen: list[Result] = []
-    supervisor = CameraSupervisor(TriggeredCamera(), queue_size=4)
+    supervisor = CameraSupervisor(TriggeredCamera(good_image(), bad_image()), queue_size=4)
     worker = worker_for(supervisor, inspector, fanout_for(outbox, seen.append), budget_ms=2000)
     for n in (1, 2):
         supervisor.captures.put(capture(good_image(), trigger_id=n))

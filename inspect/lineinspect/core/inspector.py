@@ -90,12 +90,8 @@ class Inspector:
             return self._judge(frame, recipe)
         except Exception as exc:
             log.exception("inspecting a frame of camera %s with recipe %s failed", frame.camera_id, recipe.id)
-            return Result.undecided(
-                None,
-                UndecidedKind.INFERENCE,
-                f"inspection error: {type(exc).__name__}: {exc}",
-                frame=frame,
-                provenance=self.provenance(recipe.id),
+            return self._undecided(
+                frame, recipe, UndecidedKind.INFERENCE, f"inspection error: {type(exc).__name__}: {exc}"
             )
 
     def _judge(self, frame: Frame, recipe: Recipe) -> Result:
@@ -108,13 +104,9 @@ class Inspector:
             roi = recipe.roi
             h, w = image.shape[:2]
             if roi.x + roi.width > w or roi.y + roi.height > h:
-                return Result.undecided(
-                    None,
-                    UndecidedKind.ROI_OUTSIDE,
-                    f"recipe '{recipe.id}' ROI {roi.x},{roi.y} {roi.width}x{roi.height} lies outside the {w}x{h} image",
-                    frame=frame,
-                    provenance=self.provenance(recipe.id),
-                )
+                where = f"ROI {roi.x},{roi.y} {roi.width}x{roi.height}"
+                reason = f"recipe '{recipe.id}' {where} lies outside the {w}x{h} image"
+                return self._undecided(frame, recipe, UndecidedKind.ROI_OUTSIDE, reason)
             # Undistortion keeps the image size, so the ROI check holds; remap only the ROI.
             if calibration is not None:
                 image = calibration.undistort_region(image, roi.x, roi.y, roi.width, roi.height)
@@ -124,16 +116,7 @@ class Inspector:
         elif calibration is not None:
             image = calibration.undistort(image)
         t1 = time.monotonic_ns()
-        try:
-            inference = model.infer(np.ascontiguousarray(image))
-        except Exception as exc:
-            return Result.undecided(
-                None,
-                UndecidedKind.INFERENCE,
-                f"inference error: {type(exc).__name__}: {exc}",
-                frame=frame,
-                provenance=self.provenance(recipe.id),
-            )
+        inference = model.infer(np.ascontiguousarray(image))  # a failure: inspect() makes it undecided
         t2 = time.monotonic_ns()
         defects = [d.shifted(ox, oy) if (ox or oy) else d for d in inference.output.defects]
         h, w = frame.image.shape[:2]
@@ -178,6 +161,9 @@ class Inspector:
             measurements={"mm_per_px": mm_per_px},
             simulated=frame.simulated,
         )
+
+    def _undecided(self, frame: Frame, recipe: Recipe, kind: UndecidedKind, reason: str) -> Result:
+        return Result.undecided(None, kind, reason, frame=frame, provenance=self.provenance(recipe.id))
 
     def provenance(self, recipe_id: str | None) -> Provenance | None:
         """The recipe and model a part of this recipe is judged with; None for an unknown recipe."""

@@ -20,6 +20,7 @@ from lineinspect.http.pool import InspectionPool
 
 API_KEY_HEADER = "X-API-Key"
 
+
 @dataclass
 class HttpServices:
     """The ready objects the app serves with.

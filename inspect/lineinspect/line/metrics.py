@@ -43,6 +43,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 STAGE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
+
 def metric_name_part(name: str) -> str:
     """A status key as a metric name part: `n_missing-packets` → `n_missing_packets`."""
     cleaned = re.sub(r"[^a-zA-Z0-9_]", "_", name).strip("_").lower()
@@ -181,9 +182,7 @@ def _station_families(status: StationStatus) -> list[Metric]:
             _gauge("station_start_time_seconds", "When the station started (Unix time).", info.started_at.timestamp())
         )
     if status.outbox is not None:
-        families.append(
-            _gauge("outbox_depth_results", "Results stored and not yet acknowledged.", status.outbox.depth)
-        )
+        families.append(_gauge("outbox_depth_results", "Results stored and not yet acknowledged.", status.outbox.depth))
         families.append(_gauge("outbox_alarm", "1 while the outbox is over its alarm depth.", status.outbox.alarm))
     return families
 

@@ -93,14 +93,6 @@ class SkippedPart:
     part: PartRef | None = None
     frame: Frame | None = None
 
-    @property
-    def trigger_id(self) -> int | None:
-        return self.part.trigger_id if self.part is not None else None
-
-    @property
-    def part_id(self) -> str | None:
-        return self.part.part_id if self.part is not None else None
-
 
 @dataclass(frozen=True, slots=True)
 class CameraStatus:
@@ -538,7 +530,8 @@ class CameraSupervisor:
 
     def _report(self, part: SkippedPart) -> None:
         self._count("skipped_parts")
-        log.warning("camera %s: part (trigger %s) not inspected: %s", self.camera_id, part.trigger_id, part.reason)
+        trigger_id = part.part.trigger_id if part.part is not None else None
+        log.warning("camera %s: part (trigger %s) not inspected: %s", self.camera_id, trigger_id, part.reason)
         if self.on_skipped is not None:
             try:
                 self.on_skipped(part)
