@@ -13,12 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
-from lineinspect.core.clock import utc_now
 from lineinspect.core.defects import Defect
 from lineinspect.core.frame import Frame
 from lineinspect.core.model import Model
 from lineinspect.core.recipe import Decision, Recipe, decide
-from lineinspect.core.result import Provenance, Result, UndecidedKind, new_result_id
+from lineinspect.core.result import Provenance, Result, UndecidedKind
 from lineinspect.errors import LineinspectError
 
 log = logging.getLogger(__name__)
@@ -129,27 +128,14 @@ class Inspector:
             # Sizes matter once something is found: say plainly that they are pixels, and why.
             reason += f"; sizes in px only: {px_only_cause(frame.camera_id, calibration, w, h)}"
         t3 = time.monotonic_ns()
-        return Result(
-            result_id=new_result_id(),
-            verdict=decision.verdict,
-            reason=reason,
+        return Result.judged(
+            frame,
+            decision.verdict,
+            reason,
             score=inference.output.score,
             findings=decision.findings,
-            captured_at=frame.captured_at,
-            decided_at=utc_now(),
-            recipe_id=recipe.id,
-            recipe_version=recipe.version,
-            model_id=model.id,
-            model_sha256=model.sha256,
+            provenance=Provenance(recipe.id, recipe.version, model.id, model.sha256),
             calibration_id=calibration.calibration_id if calibration is not None else None,
-            camera_id=frame.camera_id,
-            frame_id=frame.frame_id,
-            trigger_id=frame.trigger_id,
-            part_id=frame.part_id,
-            encoder_count=frame.encoder_count,
-            image_width=w,
-            image_height=h,
-            image_ref=frame.source,
             timings_ms={
                 "undistort_roi": (t1 - t0) / 1e6,
                 "preprocess": inference.preprocess_ms,
@@ -159,7 +145,6 @@ class Inspector:
                 "total": (t3 - t0) / 1e6,
             },
             measurements={"mm_per_px": mm_per_px},
-            simulated=frame.simulated,
         )
 
     def _undecided(self, frame: Frame, recipe: Recipe, kind: UndecidedKind, reason: str) -> Result:

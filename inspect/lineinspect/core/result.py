@@ -102,6 +102,30 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def _identity(
+    part: PartRef | None, frame: Frame | None, provenance: Provenance | None, source: str | None
+) -> dict[str, Any]:
+    """What a result takes from its part, frame and provenance (the one place that maps them)."""
+    part = part if part is not None else (frame.part if frame is not None else None)
+    image = frame.image if frame is not None else None
+    return {
+        "captured_at": frame.captured_at if frame is not None else utc_now(),
+        "recipe_id": provenance.recipe_id if provenance is not None else None,
+        "recipe_version": provenance.recipe_version if provenance is not None else None,
+        "model_id": provenance.model_id if provenance is not None else None,
+        "model_sha256": provenance.model_sha256 if provenance is not None else None,
+        "camera_id": part.camera_id if part is not None else (frame.camera_id if frame is not None else None),
+        "frame_id": frame.frame_id if frame is not None else None,
+        "trigger_id": part.trigger_id if part is not None else None,
+        "part_id": part.part_id if part is not None else None,
+        "encoder_count": part.encoder_count if part is not None else None,
+        "image_width": image.shape[1] if image is not None else None,
+        "image_height": image.shape[0] if image is not None else None,
+        "image_ref": frame.source if frame is not None else source,
+        "simulated": frame.simulated if frame is not None else False,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     result_id: str
@@ -155,10 +179,6 @@ class Result:
         provenance: the recipe and model it would have been judged with, where known.
         source: where the image came from, when there is no frame (an upload's file name).
         """
-        part = part if part is not None else (frame.part if frame is not None else None)
-        now = utc_now()
-        image = frame.image if frame is not None else None
-        camera_id = part.camera_id if part is not None else (frame.camera_id if frame is not None else None)
         return cls(
             result_id=new_result_id(),
             verdict=Verdict.UNDECIDED,
@@ -166,21 +186,36 @@ class Result:
             reason=reason,
             score=None,
             findings=(),
-            captured_at=frame.captured_at if frame is not None else now,
-            decided_at=now,
-            recipe_id=provenance.recipe_id if provenance is not None else None,
-            recipe_version=provenance.recipe_version if provenance is not None else None,
-            model_id=provenance.model_id if provenance is not None else None,
-            model_sha256=provenance.model_sha256 if provenance is not None else None,
-            camera_id=camera_id,
-            frame_id=frame.frame_id if frame is not None else None,
-            trigger_id=part.trigger_id if part is not None else None,
-            part_id=part.part_id if part is not None else None,
-            encoder_count=part.encoder_count if part is not None else None,
-            image_width=image.shape[1] if image is not None else None,
-            image_height=image.shape[0] if image is not None else None,
-            image_ref=frame.source if frame is not None else source,
-            simulated=frame.simulated if frame is not None else False,
+            decided_at=utc_now(),
+            **_identity(part, frame, provenance, source),
+        )
+
+    @classmethod
+    def judged(
+        cls,
+        frame: Frame,
+        verdict: Verdict,
+        reason: str,
+        *,
+        score: float,
+        findings: tuple[Finding, ...],
+        provenance: Provenance,
+        calibration_id: str | None,
+        timings_ms: dict[str, float],
+        measurements: dict[str, float | None],
+    ) -> Result:
+        """The Inspector's judgement (pass or fail) of one frame."""
+        return cls(
+            result_id=new_result_id(),
+            verdict=verdict,
+            reason=reason,
+            score=score,
+            findings=findings,
+            decided_at=utc_now(),
+            calibration_id=calibration_id,
+            timings_ms=timings_ms,
+            measurements=measurements,
+            **_identity(None, frame, provenance, None),
         )
 
     def overruled(self, kind: UndecidedKind, reason: str) -> Result:

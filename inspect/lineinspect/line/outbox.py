@@ -42,6 +42,7 @@ from types import TracebackType
 from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.result import Result
 from lineinspect.errors import LineinspectError
+from lineinspect.line.sqlite_file import OpenProblem, open_problem
 
 log = logging.getLogger(__name__)
 
@@ -253,15 +254,15 @@ class Outbox:
 
 
 def _explain_open_error(path: Path, exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
+    problem = open_problem(exc)
+    if problem is OpenProblem.IN_USE:
         return (
             f"outbox {path} is in use by another process (another lineinspect on this station directory?). "
             f"Stop that process, or give this station its own mqtt.outbox_file"
         )
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
+    if problem is OpenProblem.NOT_A_DATABASE:
         return (
-            f"outbox {path} is not a readable outbox database ({text}). Move the file aside (keep it: it may hold "
+            f"outbox {path} is not a readable outbox database ({exc}). Move the file aside (keep it: it may hold "
             f"undelivered results) and start again; a new empty outbox is created"
         )
-    return f"outbox {path}: cannot open ({text}); check the path and its permissions"
+    return f"outbox {path}: cannot open ({exc}); check the path and its permissions"

@@ -42,6 +42,7 @@ from typing import Any
 from lineinspect.core.clock import iso_utc, utc_now
 from lineinspect.core.result import Result, Verdict
 from lineinspect.errors import LineinspectError
+from lineinspect.line.sqlite_file import OpenProblem, open_problem
 
 log = logging.getLogger(__name__)
 
@@ -503,14 +504,14 @@ class ResultStore:
 
 
 def _explain_open_error(path: Path | str, exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
+    problem = open_problem(exc)
+    if problem is OpenProblem.NOT_A_DATABASE:
         return (
-            f"results store {path} is not a readable results database ({text}). Move the file aside and start "
+            f"results store {path} is not a readable results database ({exc}). Move the file aside and start "
             "again; a new empty store is created (the MES and the outbox are not affected)"
         )
-    if "locked" in text or "busy" in text:
+    if problem is OpenProblem.IN_USE:
         return f"results store {path} is locked by another process; give this station its own results file"
-    if "readonly" in text or "unable to open" in text:
-        return f"results store {path}: cannot open for writing ({text}); check the path and its permissions"
-    return f"results store {path}: cannot open ({text}); check the path and its permissions"
+    if problem is OpenProblem.NOT_WRITABLE:
+        return f"results store {path}: cannot open for writing ({exc}); check the path and its permissions"
+    return f"results store {path}: cannot open ({exc}); check the path and its permissions"
