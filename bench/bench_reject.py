@@ -31,7 +31,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.part import PartRef
+from lineinspect.core.result import Verdict
 from lineinspect.line.reject.audit import AuditTrail
 from lineinspect.line.reject.modbus import ModbusActuator
 from lineinspect.line.reject.settings import ModbusBackend, RejectSettings
@@ -122,7 +123,7 @@ def run_line(
                 if pause > 0:
                     time.sleep(pause)
                 if kind == 0:
-                    tracker.part_entered(n, trigger_ns=due)
+                    tracker.part_entered(PartRef("bench", n, due))
                 else:
                     assert verdict is not None
                     tracker.verdict_ready(n, f"result-{n}", verdict)

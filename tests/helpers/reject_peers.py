@@ -6,6 +6,8 @@
 - `OpcUaPlc`: asyncua's Server with a `Reject` object (ejector, verdict, ack, ...).
 - `NeuronResponder`: an MQTT client on the test's Mosquitto that answers write and
   read requests as EMQX Neuron's MQTT north app does (error codes, silence).
+
+And the tracker's peer on the camera side: `part_ref()`, a part as its trigger announces it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lineinspect.core.part import PartRef
 from tests.helpers.mosquitto import free_port
+
+
+def part_ref(part_number: int, *, trigger_ns: int | None = None, encoder_count: int | None = None) -> PartRef:
+    """The PartRef a camera trigger makes for part `part_number` (triggered now unless `trigger_ns` is given)."""
+    trigger_ns = time.monotonic_ns() if trigger_ns is None else trigger_ns
+    return PartRef("cam-reject", part_number, trigger_ns, part_id=f"p-{part_number}", encoder_count=encoder_count)
+
 
 # ----------------------------------------------------------------------------- Modbus TCP
 

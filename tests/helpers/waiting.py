@@ -26,3 +26,18 @@ def take(sup: CameraSupervisor, n: int, timeout_s: float = 5.0) -> list[Capture]
             got.append(cap)
     assert len(got) == n, f"got {len(got)} of {n} frames within {timeout_s} s; status: {sup.status().to_payload()}"
     return got
+
+
+def holds(condition: Callable[[], bool], duration_s: float, what: str = "condition") -> None:
+    """Check that `condition` stays true for `duration_s`, failing as soon as it does not.
+
+    For "nothing happens" checks (no alarm, no extra pulse) where the end of a window is what the test waits for:
+    the duration paces the test on purpose, the polling makes a break show at once.
+    """
+    deadline = time.monotonic() + duration_s
+    while True:
+        if not condition():
+            raise AssertionError(f"{what} stopped holding within {duration_s} s")
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.005)

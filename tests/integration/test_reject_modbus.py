@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.line.reject.actuator import ActuatorError
 from lineinspect.line.reject.alarms import Alarm, AlarmKind
 from lineinspect.line.reject.audit import AuditTrail, read_audit
@@ -16,7 +16,8 @@ from lineinspect.line.reject.modbus import ModbusActuator
 from lineinspect.line.reject.settings import RejectSettings
 from lineinspect.line.reject.tracker import RejectTracker
 from tests.helpers.mosquitto import free_port
-from tests.helpers.reject_peers import ModbusPlc, running_modbus_plc
+from tests.helpers.reject_peers import ModbusPlc, part_ref, running_modbus_plc
+from tests.helpers.waiting import holds, wait_for
 
 EJECTOR = 3
 
@@ -36,15 +37,6 @@ def timed(port: int, **extra: Any) -> RejectSettings:
     return RejectSettings.model_validate(raw)
 
 
-def wait_until(cond: Any, timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def tracker_for(settings: RejectSettings, tmp_path: Path, alarms: list[Alarm] | None = None) -> RejectTracker:
     sink = alarms.append if alarms is not None else None
     return RejectTracker(settings, ModbusActuator(settings.backend), AuditTrail(tmp_path), on_alarm=sink)  # type: ignore[arg-type]
@@ -56,11 +48,14 @@ def test_failed_part_gets_one_pulse_at_trigger_plus_delay_and_good_part_none(tmp
         tracker.start()
         try:
             t0 = time.monotonic_ns()
-            tracker.part_entered(1, trigger_ns=t0)
-            tracker.part_entered(2, trigger_ns=t0 + 50_000_000)
+            tracker.part_entered(part_ref(1, trigger_ns=t0))
+            tracker.part_entered(part_ref(2, trigger_ns=t0 + 50_000_000))
             tracker.verdict_ready(1, "r-1", Verdict.FAIL)
             tracker.verdict_ready(2, "r-2", Verdict.PASS)
-            time.sleep(0.2)
+            wait_for(
+                lambda: len(plc.pulses(EJECTOR)) == 1 and tracker.counters.snapshot()["passed"] == 1,
+                what="part 1 pulsed and part 2 passed",
+            )
         finally:
             tracker.close()
         pulses = plc.pulses(EJECTOR)
@@ -81,8 +76,8 @@ def test_part_without_verdict_is_rejected_as_late(tmp_path: Path) -> None:
         tracker = tracker_for(timed(plc.port), tmp_path)
         tracker.start()
         try:
-            tracker.part_entered(7)
-            assert wait_until(lambda: len(plc.pulses(EJECTOR)) == 1)
+            tracker.part_entered(part_ref(7))
+            wait_for(lambda: len(plc.pulses(EJECTOR)) == 1, what="late part pulsed")
             tracker.verdict_ready(7, "r-7", Verdict.PASS)  # too late: the part is already in the bin
         finally:
             tracker.close()
@@ -113,10 +108,10 @@ def test_verdict_and_part_number_written_with_ack_handshake(tmp_path: Path) -> N
         tracker = tracker_for(settings, tmp_path)
         tracker.start()
         try:
-            tracker.part_entered(70_000)
+            tracker.part_entered(part_ref(70_000))
             tracker.verdict_ready(70_000, "r-a", Verdict.FAIL)
-            assert wait_until(lambda: tracker.counters.snapshot()["verdicts_written"] == 1)
-            assert wait_until(lambda: plc.coils.get(5) is False)
+            wait_for(lambda: tracker.counters.snapshot()["verdicts_written"] == 1, what="verdict written")
+            wait_for(lambda: plc.coils.get(5) is False, what="result-valid off after the ack")
         finally:
             tracker.close()
         assert plc.register_writes[-1][1:] == (10, [2, 70_000 >> 16, 70_000 & 0xFFFF])
@@ -150,11 +145,11 @@ def test_missing_ack_raises_alarm_and_stops_line(tmp_path: Path) -> None:
         tracker = tracker_for(settings, tmp_path, alarms)
         tracker.start()
         try:
-            tracker.part_entered(1)
+            tracker.part_entered(part_ref(1))
             tracker.verdict_ready(1, "r-1", Verdict.PASS)
-            assert wait_until(lambda: plc.coils.get(9) is True)
+            wait_for(lambda: plc.coils.get(9) is True, what="stop line on")
             tracker.reset_alarms()
-            assert wait_until(lambda: plc.coils.get(9) is False)
+            wait_for(lambda: plc.coils.get(9) is False, what="stop line off after reset")
         finally:
             tracker.close()
     assert [a.kind for a in alarms] == [AlarmKind.ACK_MISSING]
@@ -174,12 +169,14 @@ def test_bin_full_and_missing_confirm_raise_alarms(tmp_path: Path) -> None:
         tracker.start()
         try:
             plc.inputs[1] = True
-            assert wait_until(lambda: any(a.kind is AlarmKind.BIN_FULL for a in alarms))
+            wait_for(lambda: any(a.kind is AlarmKind.BIN_FULL for a in alarms), what="bin-full alarm")
             plc.inputs[1] = False
-            assert wait_until(lambda: any(a.kind is AlarmKind.BIN_FULL and not a.active for a in alarms))
-            tracker.part_entered(1)
+            wait_for(
+                lambda: any(a.kind is AlarmKind.BIN_FULL and not a.active for a in alarms), what="bin-full cleared"
+            )
+            tracker.part_entered(part_ref(1))
             tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-            assert wait_until(lambda: any(a.kind is AlarmKind.CONFIRM_MISSING for a in alarms))
+            wait_for(lambda: any(a.kind is AlarmKind.CONFIRM_MISSING for a in alarms), what="confirm-missing alarm")
         finally:
             tracker.close()
     confirm = next(a for a in alarms if a.kind is AlarmKind.CONFIRM_MISSING)
@@ -194,11 +191,15 @@ def test_confirm_seen_in_window_raises_no_alarm(tmp_path: Path) -> None:
         tracker = tracker_for(settings, tmp_path, alarms)
         tracker.start()
         try:
-            tracker.part_entered(1)
+            tracker.part_entered(part_ref(1))
             tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-            assert wait_until(lambda: len(plc.pulses(EJECTOR)) == 1)
+            wait_for(lambda: len(plc.pulses(EJECTOR)) == 1, what="pulse")
             plc.inputs[0] = True  # the part drops into the bin
-            time.sleep(0.1)
+            wait_for(
+                lambda: any(r["event"] == "confirm" for r in read_audit(next(tmp_path.glob("*.jsonl")))),
+                what="confirm recorded",
+            )
+            holds(lambda: alarms == [], 0.08, what="no alarm until the 60 ms confirm window has closed")
         finally:
             tracker.close()
     assert alarms == []
@@ -230,9 +231,9 @@ def test_plc_lost_while_running_raises_actuator_alarm(tmp_path: Path) -> None:
     finally:
         plc.stop()
     try:
-        tracker.part_entered(1)
+        tracker.part_entered(part_ref(1))
         tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-        assert wait_until(lambda: tracker.counters.snapshot()["missed"] == 1)
+        wait_for(lambda: tracker.counters.snapshot()["missed"] == 1, what="missed reject counted")
     finally:
         tracker.close()
     assert alarms and alarms[0].kind is AlarmKind.ACTUATOR_ERROR and alarms[0].result_id == "r-1"

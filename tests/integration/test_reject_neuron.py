@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.line.reject.actuator import ActuatorError, Output
 from lineinspect.line.reject.alarms import Alarm, AlarmKind
 from lineinspect.line.reject.audit import AuditTrail
@@ -17,7 +16,8 @@ from lineinspect.line.reject.neuron import NeuronActuator
 from lineinspect.line.reject.settings import NeuronBackend, RejectSettings
 from lineinspect.line.reject.tracker import RejectTracker
 from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.reject_peers import NeuronResponder
+from tests.helpers.reject_peers import NeuronResponder, part_ref
+from tests.helpers.waiting import wait_for
 
 TAGS = {"ejector": 0, "verdict": 0, "part_no": 0, "valid": 0, "ack": 0, "bin_full": 0}
 
@@ -72,22 +72,13 @@ def tracker_for(settings: RejectSettings, tmp_path: Path, alarms: list[Alarm] | 
     )
 
 
-def wait_until(cond: Any, timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_pulse_is_two_acknowledged_tag_writes(mosquitto: Mosquitto, neuron: NeuronResponder, tmp_path: Path) -> None:
     tracker = tracker_for(timed(mosquitto), tmp_path)
     tracker.start()
     try:
-        tracker.part_entered(1)
+        tracker.part_entered(part_ref(1))
         tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-        assert wait_until(lambda: neuron.writes("ejector") == [1, 0])
+        wait_for(lambda: neuron.writes("ejector") == [1, 0], what="ejector tag 1, then 0")
     finally:
         tracker.close()
     write = next(r for r in neuron.requests if r.get("tag") == "ejector")
@@ -113,9 +104,9 @@ def test_verdict_to_plc_writes_part_number_then_verdict(
     tracker = tracker_for(settings, tmp_path, alarms)
     tracker.start()
     try:
-        tracker.part_entered(99)
+        tracker.part_entered(part_ref(99))
         tracker.verdict_ready(99, "r-99", Verdict.PASS)
-        assert wait_until(lambda: neuron.writes("valid") == [1, 0])
+        wait_for(lambda: neuron.writes("valid") == [1, 0], what="result-valid tag 1, then 0")
     finally:
         tracker.close()
     assert neuron.writes("part_no") == [99] and neuron.writes("verdict") == [1]
@@ -131,9 +122,9 @@ def test_neuron_error_code_raises_alarm_with_its_meaning(
     tracker = tracker_for(timed(mosquitto), tmp_path, alarms)
     tracker.start()
     try:
-        tracker.part_entered(1)
+        tracker.part_entered(part_ref(1))
         tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-        assert wait_until(lambda: bool(alarms))
+        wait_for(lambda: bool(alarms), what="an alarm")
     finally:
         tracker.close()
     assert alarms[0].kind is AlarmKind.ACTUATOR_ERROR and alarms[0].result_id == "r-1"
@@ -166,9 +157,9 @@ def test_gateway_going_silent_raises_alarm(mosquitto: Mosquitto, neuron: NeuronR
     tracker.start()
     try:
         neuron.silent = True
-        tracker.part_entered(1)
+        tracker.part_entered(part_ref(1))
         tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-        assert wait_until(lambda: bool(alarms))
+        wait_for(lambda: bool(alarms), what="an alarm")
     finally:
         tracker.close()
     assert alarms[0].kind is AlarmKind.ACTUATOR_ERROR and "did not answer" in alarms[0].message
@@ -183,7 +174,7 @@ def test_bin_full_tag_read_through_neuron_raises_alarm(
     tracker.start()
     try:
         neuron.tags["bin_full"] = 1
-        assert wait_until(lambda: [a.kind for a in alarms] == [AlarmKind.BIN_FULL])
+        wait_for(lambda: [a.kind for a in alarms] == [AlarmKind.BIN_FULL], what="bin-full alarm")
     finally:
         tracker.close()
 

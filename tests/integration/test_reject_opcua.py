@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lineinspect.core.recipe import Verdict
+from lineinspect.core.result import Verdict
 from lineinspect.line.reject.actuator import ActuatorError
 from lineinspect.line.reject.alarms import Alarm, AlarmKind
 from lineinspect.line.reject.audit import AuditTrail
@@ -17,7 +16,8 @@ from lineinspect.line.reject.opcua import OpcUaActuator
 from lineinspect.line.reject.settings import OpcUaBackend, RejectSettings
 from lineinspect.line.reject.tracker import RejectTracker
 from tests.helpers.mosquitto import free_port
-from tests.helpers.reject_peers import OpcUaPlc, running_opcua_plc
+from tests.helpers.reject_peers import OpcUaPlc, part_ref, running_opcua_plc
+from tests.helpers.waiting import wait_for
 
 N = OpcUaPlc.node_id
 
@@ -51,15 +51,6 @@ def tracker_for(settings: RejectSettings, tmp_path: Path, alarms: list[Alarm] | 
     )
 
 
-def wait_until(cond: Any, timeout_s: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_verdict_written_in_server_types_with_ack(plc: OpcUaPlc, tmp_path: Path) -> None:
     settings = settings_for(
         plc.endpoint,
@@ -77,10 +68,10 @@ def test_verdict_written_in_server_types_with_ack(plc: OpcUaPlc, tmp_path: Path)
     tracker = tracker_for(settings, tmp_path)
     tracker.start()
     try:
-        tracker.part_entered(4242)
+        tracker.part_entered(part_ref(4242))
         tracker.verdict_ready(4242, "r-1", Verdict.FAIL)
-        assert wait_until(lambda: tracker.counters.snapshot()["verdicts_written"] == 1)
-        assert wait_until(lambda: plc.value("ResultValid") is False)
+        wait_for(lambda: tracker.counters.snapshot()["verdicts_written"] == 1, what="verdict written")
+        wait_for(lambda: plc.value("ResultValid") is False, what="result-valid off after the ack")
     finally:
         tracker.close()
     assert plc.value("Verdict") == 2 and plc.value("PartNumber") == 4242
@@ -99,9 +90,9 @@ def test_timed_pulse_switches_ejector_node_on_then_off(plc: OpcUaPlc, tmp_path: 
     tracker = tracker_for(settings, tmp_path)
     tracker.start()
     try:
-        tracker.part_entered(1)
+        tracker.part_entered(part_ref(1))
         tracker.verdict_ready(1, "r-1", Verdict.UNDECIDED)
-        assert wait_until(lambda: [v for _, v in plc.ejector_changes] == [True, False])
+        wait_for(lambda: [v for _, v in plc.ejector_changes] == [True, False], what="ejector node on, then off")
     finally:
         tracker.close()
     (t_on, _), (t_off, _) = plc.ejector_changes
@@ -121,9 +112,9 @@ def test_pulse_method_is_called_with_width(plc: OpcUaPlc, tmp_path: Path) -> Non
     tracker = tracker_for(settings, tmp_path)
     tracker.start()
     try:
-        tracker.part_entered(1)
+        tracker.part_entered(part_ref(1))
         tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-        assert wait_until(lambda: plc.pulse_calls == [25])
+        wait_for(lambda: plc.pulse_calls == [25], what="pulse method called once")
     finally:
         tracker.close()
 
@@ -164,6 +155,6 @@ def test_air_low_node_raises_alarm(plc: OpcUaPlc, tmp_path: Path) -> None:
     tracker.start()
     try:
         plc.set("AirLow", True)
-        assert wait_until(lambda: [a.kind for a in alarms] == [AlarmKind.AIR_LOW])
+        wait_for(lambda: [a.kind for a in alarms] == [AlarmKind.AIR_LOW], what="air-low alarm")
     finally:
         tracker.close()

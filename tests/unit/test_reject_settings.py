@@ -109,6 +109,18 @@ def test_timed_mode_without_ejector_output_is_refused() -> None:
     assert "timed mode needs an ejector output; set the opcua backend's ejector address" in problems(raw)
 
 
+def test_timed_mode_with_opcua_pulse_method_needs_no_ejector_node() -> None:
+    # The PLC times the pulse itself: the method stands in for the ejector output.
+    raw = timed(backend={"type": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840", "pulse_method": "ns=2;s=Pulse"})
+    assert RejectSettings.model_validate(raw).physics_problems() == []
+
+
+def test_backend_names_its_mapped_inputs_only() -> None:
+    backend = {"type": "modbus", "host": "127.0.0.1", "ack_input": 2, "bin_full_input": 0}
+    s = RejectSettings.model_validate(timed(backend=backend))
+    assert s.backend.input_addresses() == {"bin_full": 0, "ack": 2}
+
+
 def test_stop_line_without_output_is_refused() -> None:
     raw = timed(backend={"type": "modbus", "host": "127.0.0.1"}, stop_line=True)
     assert "reject.stop_line is true but the modbus backend names no stop-line output" in problems(raw)

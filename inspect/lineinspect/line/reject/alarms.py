@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from lineinspect.core.clock import iso_utc, utc_now
 
 
 class AlarmKind(StrEnum):
@@ -26,7 +28,7 @@ class Alarm:
     active: bool = True  # False: the condition cleared (bin emptied, air back)
     result_id: str | None = None
     part_number: int | None = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    at: datetime = field(default_factory=utc_now)
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -35,7 +37,7 @@ class Alarm:
             "message": self.message,
             "result_id": self.result_id,
             "part_number": self.part_number,
-            "at": self.at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "at": iso_utc(self.at, "milliseconds"),
         }
 
 

@@ -18,10 +18,11 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
+
+from lineinspect.core.clock import utc_now_iso
 
 
 class AuditEvent(StrEnum):
@@ -47,7 +48,7 @@ class AuditRecord:
     actual_ns: int | None = None
     error_ms: float | None = None  # actual - scheduled
     detail: str = ""
-    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"))
+    at: str = field(default_factory=utc_now_iso)
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from lineinspect.core.clock import utc_now_iso
 from lineinspect.line.reject.actuator import InputStates, Output, VerdictCode
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class DryRunActuator:
         return "dry_run"
 
     def _report(self, event: dict[str, Any]) -> None:
-        event = {"dry_run": True, "at": datetime.now(UTC).isoformat(), **event}
+        event = {"dry_run": True, "at": utc_now_iso(), **event}
         log.info("reject dry-run: would %s", event)
         if self._publish is not None:
             self._publish(event)

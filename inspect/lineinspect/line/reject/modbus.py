@@ -29,18 +29,8 @@ class ModbusActuator:
             reconnect_delay=0.1,
             reconnect_delay_max=2.0,
         )
-        self._coils = {
-            Output.EJECTOR: settings.ejector_coil,
-            Output.RESULT_VALID: settings.result_valid_coil,
-            Output.STOP_LINE: settings.stop_line_coil,
-        }
-        inputs = {
-            "confirm": settings.confirm_input,
-            "bin_full": settings.bin_full_input,
-            "air_low": settings.air_low_input,
-            "ack": settings.ack_input,
-        }
-        self._inputs = {name: addr for name, addr in inputs.items() if addr is not None}
+        self._coils = settings.output_addresses()
+        self._inputs = settings.input_addresses()
 
     @property
     def describe(self) -> str:

@@ -61,18 +61,8 @@ class NeuronActuator:
         self._waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._subscribed = threading.Event()
         self._started = False
-        self._tags = {
-            Output.EJECTOR: settings.ejector_tag,
-            Output.RESULT_VALID: settings.result_valid_tag,
-            Output.STOP_LINE: settings.stop_line_tag,
-        }
-        inputs = {
-            "confirm": settings.confirm_tag,
-            "bin_full": settings.bin_full_tag,
-            "air_low": settings.air_low_tag,
-            "ack": settings.ack_tag,
-        }
-        self._inputs = {name: tag for name, tag in inputs.items() if tag is not None}
+        self._tags = settings.output_addresses()
+        self._inputs = settings.input_addresses()
 
     @property
     def describe(self) -> str:

@@ -33,18 +33,8 @@ class OpcUaActuator:
         self._client: Client | None = None
         self._nodes: dict[str, Node] = {}
         self._types: dict[str, ua.VariantType] = {}
-        self._outputs = {
-            Output.EJECTOR: settings.ejector_node,
-            Output.RESULT_VALID: settings.result_valid_node,
-            Output.STOP_LINE: settings.stop_line_node,
-        }
-        inputs = {
-            "confirm": settings.confirm_node,
-            "bin_full": settings.bin_full_node,
-            "air_low": settings.air_low_node,
-            "ack": settings.ack_node,
-        }
-        self._inputs = {name: node for name, node in inputs.items() if node is not None}
+        self._outputs = settings.output_addresses()
+        self._inputs = settings.input_addresses()
 
     @property
     def describe(self) -> str:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lineinspect.errors import ConfigError
+from lineinspect.line.reject.actuator import Output
+
+_A = TypeVar("_A", int, str)  # a backend's address: Modbus number, OPC UA node id, Neuron tag
 
 
 class RejectMode(StrEnum):
@@ -32,6 +35,13 @@ class DryRunBackend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["dry_run"] = Field("dry_run", description="Commissioning backend that only reports.")
+
+    def output_addresses(self) -> dict[Output, None]:
+        """No addresses: dry-run switches nothing."""
+        return dict.fromkeys(Output)
+
+    def input_addresses(self) -> dict[str, None]:
+        return {}
 
 
 class ModbusBackend(BaseModel):
@@ -62,6 +72,20 @@ class ModbusBackend(BaseModel):
     air_low_input: int | None = Field(None, ge=0, le=65535, description="Discrete input: air pressure low.")
     stop_line_coil: int | None = Field(None, ge=0, le=65535, description="Coil that stops the line on an alarm.")
 
+    def output_addresses(self) -> dict[Output, int | None]:
+        """Coil of each output; None where it is not mapped."""
+        return {
+            Output.EJECTOR: self.ejector_coil,
+            Output.RESULT_VALID: self.result_valid_coil,
+            Output.STOP_LINE: self.stop_line_coil,
+        }
+
+    def input_addresses(self) -> dict[str, int]:
+        """Discrete input of each mapped input, by InputStates field name."""
+        return _mapped(
+            confirm=self.confirm_input, bin_full=self.bin_full_input, air_low=self.air_low_input, ack=self.ack_input
+        )
+
 
 class OpcUaBackend(BaseModel):
     """OPC UA server of the PLC. Node ids in string form, e.g. `ns=2;s=Reject.Ejector`."""
@@ -85,6 +109,20 @@ class OpcUaBackend(BaseModel):
     bin_full_node: str | None = Field(None, description="Boolean node: reject bin full.")
     air_low_node: str | None = Field(None, description="Boolean node: air pressure low.")
     stop_line_node: str | None = Field(None, description="Boolean node that stops the line on an alarm.")
+
+    def output_addresses(self) -> dict[Output, str | None]:
+        """Node id of each output; None where it is not mapped (an ejector may be `pulse_method` instead)."""
+        return {
+            Output.EJECTOR: self.ejector_node,
+            Output.RESULT_VALID: self.result_valid_node,
+            Output.STOP_LINE: self.stop_line_node,
+        }
+
+    def input_addresses(self) -> dict[str, str]:
+        """Node id of each mapped input, by InputStates field name."""
+        return _mapped(
+            confirm=self.confirm_node, bin_full=self.bin_full_node, air_low=self.air_low_node, ack=self.ack_node
+        )
 
 
 class NeuronBackend(BaseModel):
@@ -118,6 +156,18 @@ class NeuronBackend(BaseModel):
     bin_full_tag: str | None = Field(None, description="Tag: reject bin full.")
     air_low_tag: str | None = Field(None, description="Tag: air pressure low.")
     stop_line_tag: str | None = Field(None, description="Tag that stops the line on an alarm.")
+
+    def output_addresses(self) -> dict[Output, str | None]:
+        """Tag of each output; None where it is not mapped."""
+        return {
+            Output.EJECTOR: self.ejector_tag,
+            Output.RESULT_VALID: self.result_valid_tag,
+            Output.STOP_LINE: self.stop_line_tag,
+        }
+
+    def input_addresses(self) -> dict[str, str]:
+        """Tag of each mapped input, by InputStates field name."""
+        return _mapped(confirm=self.confirm_tag, bin_full=self.bin_full_tag, air_low=self.air_low_tag, ack=self.ack_tag)
 
     @property
     def write_request(self) -> str:
@@ -266,7 +316,7 @@ class RejectSettings(BaseModel):
             problems += self._timed_problems(need_ms, spacing)
         else:
             problems += self._plc_problems(need_ms, spacing)
-        if self.stop_line and not _has_stop_line_output(self.backend):
+        if self.stop_line and not _maps_output(self.backend, Output.STOP_LINE):
             problems.append(
                 f"reject.stop_line is true but the {self.backend.type} backend names no stop-line output; "
                 "set its stop_line_* address or set reject.stop_line to false"
@@ -314,7 +364,7 @@ class RejectSettings(BaseModel):
                 f"reject.pulse_width_ms {self.pulse_width_ms:g}: the part cannot reach the bin that fast. "
                 "Increase the window to the time the part takes from the ejector to the confirm sensor"
             )
-        if not _has_ejector_output(self.backend):
+        if not _maps_output(self.backend, Output.EJECTOR):
             problems.append(
                 f"reject: timed mode needs an ejector output; set the {self.backend.type} backend's ejector "
                 "address (ejector_coil / ejector_node or pulse_method / ejector_tag)"
@@ -342,7 +392,7 @@ class RejectSettings(BaseModel):
                 f"{spacing:g} ms ({self._spacing_source()}): one missing ack would delay the next part's verdict. "
                 f"Lower reject.handshake.ack_timeout_ms to at most {math.floor(spacing)}"
             )
-        if self.handshake.enabled and not _has_result_valid_output(self.backend):
+        if self.handshake.enabled and not _maps_output(self.backend, Output.RESULT_VALID):
             problems.append(
                 f"reject.handshake.enabled is true but the {self.backend.type} backend names no result-valid "
                 "output; set result_valid_coil / result_valid_node / result_valid_tag or disable the handshake"
@@ -368,12 +418,16 @@ class RejectSettings(BaseModel):
             raise ConfigError("reject settings cannot work on this line:\n  " + "\n  ".join(problems))
 
 
-def _has_ejector_output(backend: DryRunBackend | ModbusBackend | OpcUaBackend | NeuronBackend) -> bool:
-    if isinstance(backend, OpcUaBackend):
-        return backend.ejector_node is not None or backend.pulse_method is not None
-    if isinstance(backend, NeuronBackend):
-        return backend.ejector_tag is not None
-    return True  # Modbus always has a coil address; dry-run needs none.
+def _mapped(**addresses: _A | None) -> dict[str, _A]:
+    return {name: address for name, address in addresses.items() if address is not None}
+
+
+def _maps_output(backend: DryRunBackend | ModbusBackend | OpcUaBackend | NeuronBackend, output: Output) -> bool:
+    if isinstance(backend, DryRunBackend):
+        return True  # switches nothing, so it needs no address
+    if output is Output.EJECTOR and isinstance(backend, OpcUaBackend) and backend.pulse_method is not None:
+        return True  # the PLC times the pulse itself
+    return backend.output_addresses()[output] is not None
 
 
 def _has_verdict_output(backend: DryRunBackend | ModbusBackend | OpcUaBackend | NeuronBackend) -> bool:
@@ -381,24 +435,4 @@ def _has_verdict_output(backend: DryRunBackend | ModbusBackend | OpcUaBackend | 
         return backend.verdict_node is not None
     if isinstance(backend, NeuronBackend):
         return backend.verdict_tag is not None
-    return True
-
-
-def _has_stop_line_output(backend: DryRunBackend | ModbusBackend | OpcUaBackend | NeuronBackend) -> bool:
-    if isinstance(backend, ModbusBackend):
-        return backend.stop_line_coil is not None
-    if isinstance(backend, OpcUaBackend):
-        return backend.stop_line_node is not None
-    if isinstance(backend, NeuronBackend):
-        return backend.stop_line_tag is not None
-    return True
-
-
-def _has_result_valid_output(backend: DryRunBackend | ModbusBackend | OpcUaBackend | NeuronBackend) -> bool:
-    if isinstance(backend, ModbusBackend):
-        return backend.result_valid_coil is not None
-    if isinstance(backend, OpcUaBackend):
-        return backend.result_valid_node is not None
-    if isinstance(backend, NeuronBackend):
-        return backend.result_valid_tag is not None
-    return True
+    return True  # Modbus always has a register address; dry-run needs none.
