@@ -47,7 +47,7 @@ def line_result(
         model_sha256="0" * 64,
         camera_id=camera,
         part_id=part_id,
-        image_ref=None if camera is not None else "upload.png",
+        image_source=None if camera is not None else "upload.png",
         timings_ms=timings_ms if timings_ms is not None else {"preprocess": 2.0, "infer": 12.0, "total": 15.0},
         station=STATION_PATH,
         sequence=sequence,

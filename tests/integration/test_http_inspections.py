@@ -84,7 +84,7 @@ def test_upload_returns_pass_result_when_part_is_good(client: TestClient) -> Non
     assert_valid_result(payload)
     assert payload["verdict"] == "pass"
     assert payload["station"] == STATION_PATH
-    assert payload["image"] == {"width": 96, "height": 64, "ref": "good.png"}
+    assert payload["image"] == {"width": 96, "height": 64, "ref": None, "source": "good.png"}
     assert payload["recipe"] == {"id": "part", "version": "1"}
     assert payload["model"]["id"] == "bright"
     assert payload["timings_ms"]["decode"] >= 0
@@ -302,7 +302,7 @@ def test_upload_is_undecided_when_inspection_times_out_and_503_when_pool_is_full
     assert_valid_result(payload)
     assert payload["verdict"] == "undecided"
     assert payload["reason"] == "timed out: not inspected within 20 ms (http.inference_timeout_ms)"
-    assert payload["image"]["ref"] == "slow.png"
+    assert payload["image"]["source"] == "slow.png"
     assert answered_s < 5
     assert_error(second, 503, "busy", "1 uploads are being inspected and 0 are waiting", "retry in 1 s")
     assert second.headers["Retry-After"] == "1"

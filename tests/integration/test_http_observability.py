@@ -199,7 +199,7 @@ def test_uploads_reach_results_metrics_and_status_as_source_upload(observed: Obs
     bad = upload(observed.client, encode(bad_part()), "bad.png")
     listed = observed.client.get("/v1/results", params={"source": "upload"}).json()["results"]
     assert [r["result_id"] for r in listed] == [bad["result_id"], good["result_id"]]
-    assert listed[0]["camera_id"] is None and listed[0]["image"]["ref"] == "bad.png"
+    assert listed[0]["camera_id"] is None and listed[0]["image"]["source"] == "bad.png"
     assert listed[0]["station"] == STATION_PATH
     assert observed.client.get("/v1/results", params={"source": "camera"}).json()["count"] == 0
 

@@ -330,10 +330,12 @@ def test_alarm_latch_keeps_the_line_stopped_until_reset() -> None:
         (AlarmKind.BIN_FULL, True),
         (AlarmKind.AIR_LOW, True),
         (AlarmKind.BIN_FULL, False),
+        (AlarmKind.AIR_LOW, False),  # the reset clears it where everyone can see
         (AlarmKind.AIR_LOW, True),
     ]
+    assert rig.alarms[3].message == "reset by the operator"
     assert rig.counters.snapshot()["alarms"] == 3
-    assert [r.verdict for r in rig.audit.records] == [None, None, "cleared", None]
+    assert [r.verdict for r in rig.audit.records] == [None, None, "cleared", "cleared", None]
 
 
 def test_alarm_latch_without_stop_line_switches_nothing() -> None:

@@ -121,7 +121,7 @@ def _identity(
         "encoder_count": part.encoder_count if part is not None else None,
         "image_width": image.shape[1] if image is not None else None,
         "image_height": image.shape[0] if image is not None else None,
-        "image_ref": frame.source if frame is not None else source,
+        "image_source": frame.source if frame is not None else source,
         "simulated": frame.simulated if frame is not None else False,
     }
 
@@ -148,7 +148,8 @@ class Result:
     encoder_count: int | None = None
     image_width: int | None = None
     image_height: int | None = None
-    image_ref: str | None = None
+    image_ref: str | None = None  # the image archive's reference; None: not kept
+    image_source: str | None = None  # where the image came from: file path, upload name, camera URL
     timings_ms: dict[str, float] = field(default_factory=dict)
     measurements: dict[str, float | None] = field(default_factory=dict)
     simulated: bool = False
@@ -222,10 +223,13 @@ class Result:
         """This judgement made undecided (e.g. it came too late): score and findings stay for the record."""
         return dataclasses.replace(self, verdict=Verdict.UNDECIDED, undecided_kind=kind, reason=reason)
 
-    def stamped(self, *, station: str | None, timings_ms: dict[str, float] | None = None) -> Result:
-        """What the station adds to every result it sends: its UNS path, and the runtime's stage times (ms)."""
+    def stamped(
+        self, *, station: str | None, timings_ms: dict[str, float] | None = None, image_ref: str | None = None
+    ) -> Result:
+        """What the station adds to every result it sends: its UNS path, the runtime's stage times (ms) and
+        the image archive's reference to the frame (None: not kept)."""
         timings = {**self.timings_ms, **(timings_ms or {})}
-        return dataclasses.replace(self, station=station, timings_ms=timings)
+        return dataclasses.replace(self, station=station, timings_ms=timings, image_ref=image_ref)
 
     def to_payload(self) -> dict[str, Any]:
         defects = []
@@ -268,7 +272,12 @@ class Result:
             "recipe": None if self.recipe_id is None else {"id": self.recipe_id, "version": self.recipe_version},
             "model": None if self.model_id is None else {"id": self.model_id, "sha256": self.model_sha256},
             "calibration_id": self.calibration_id,
-            "image": {"width": self.image_width, "height": self.image_height, "ref": self.image_ref},
+            "image": {
+                "width": self.image_width,
+                "height": self.image_height,
+                "ref": self.image_ref,
+                "source": self.image_source,
+            },
             "timings_ms": {k: _round(v, 3) for k, v in self.timings_ms.items()},
             "simulated": self.simulated,
         }

@@ -106,9 +106,14 @@ class AlarmLatch:
             log.error("reject: stop-line output could not be switched: %s", exc)
 
     def reset(self) -> None:
-        """Scheduler thread: the operator's reset; clears every alarm and switches the stop-line output off."""
+        """Scheduler thread: the operator's reset; clears every alarm and switches the stop-line output off.
+
+        Each alarm it clears is announced as cleared, so every view of the alarm table (status, MQTT) follows.
+        """
         with self._lock:
-            self._active.clear()
+            kinds = list(self._active)
+        for kind in kinds:
+            self.announce(kind, "reset by the operator", active=False)
         if self._stop_line_on and self.switch(Output.STOP_LINE, False):
             self._stop_line_on = False
 
