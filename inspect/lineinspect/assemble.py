@@ -29,7 +29,7 @@ from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
 from lineinspect.line.outbox import Outbox
 from lineinspect.line.reject.wiring import build_reject_tracker
 from lineinspect.line.results_store import ResultStore
-from lineinspect.line.station import PartWorker, RejectFeed, ResultFanout, SkippedParts, Station
+from lineinspect.line.station import FrameArchive, PartWorker, RejectFeed, ResultFanout, SkippedParts, Station
 from lineinspect.line.status import PartCounts, StatusProvider
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by the commands that serve it
@@ -158,6 +158,7 @@ def build_station(
     *,
     inspector: Inspector | None = None,
     result_sinks: Sequence[ResultSink] = (),
+    archive: FrameArchive | None = None,
 ) -> Station:
     """Everything `lineinspect run` runs, built but not started (`Station.start()`; `stop()` undoes it all).
 
@@ -202,6 +203,7 @@ def build_station(
             station_path=config.station.path,
             sinks=ResultSinks([counts.observe, *result_sinks]),
             reject=reject,
+            archive=archive,
             on_alarm=events.station_alarm,
         )
         supervisors = []

@@ -342,3 +342,37 @@ def test_stopping_decides_every_queued_capture_as_stopped(inspector: Inspector, 
     worker.stop(drain_timeout_s=0.0)  # never started: nothing inspects them
     assert [(r.trigger_id, r.undecided_kind) for r in seen] == [(1, UndecidedKind.STOPPED), (2, UndecidedKind.STOPPED)]
     assert all(r.reason == "not inspected: the station stopped before its turn" for r in seen)
+
+
+class KeepFails:
+    """An archive that keeps the frames of failed parts only (or raises, when broken)."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.kept: list[tuple[str, tuple[int, ...]]] = []
+        self.broken = broken
+
+    def keep(self, result: Result, frame: Frame) -> str | None:
+        if self.broken:
+            raise OSError("No space left on device")
+        if result.verdict is Verdict.PASS:
+            return None
+        self.kept.append((result.result_id, frame.image.shape))
+        return f"archive/{result.result_id}.png"
+
+
+def test_the_archive_reference_is_in_the_stored_result_and_a_broken_archive_costs_nothing(
+    inspector: Inspector, outbox: StoringOutbox
+) -> None:
+    archive = KeepFails()
+    fanout = ResultFanout(outbox, station_path=STATION, sinks=ResultSinks(), archive=archive)
+    bad = capture(bad_image(), trigger_id=1).frame
+    good = capture(good_image(), trigger_id=2).frame
+    failed = fanout.deliver(inspector.inspect(bad), frame=bad)
+    passed = fanout.deliver(inspector.inspect(good), frame=good)
+    assert failed.image_ref == f"archive/{failed.result_id}.png" and passed.image_ref is None
+    assert archive.kept == [(failed.result_id, (64, 64))]
+    assert [s["image"]["ref"] for s in outbox.stored()] == [failed.image_ref, None]  # type: ignore[index]
+
+    fanout.archive = KeepFails(broken=True)
+    third = fanout.deliver(inspector.inspect(bad), frame=bad)
+    assert third.sequence == 3 and third.verdict is Verdict.FAIL and third.image_ref is None

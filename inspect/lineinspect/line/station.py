@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from lineinspect.core.clock import utc_now
+from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
 from lineinspect.core.part import PartRef
 from lineinspect.core.result import Result, ResultSinks, UndecidedKind, Verdict
@@ -53,6 +54,15 @@ log = logging.getLogger(__name__)
 _MS = 1_000_000
 # How long a worker waits for a capture before it looks at its skipped parts and the stop flag again.
 _POLL_S = 0.05
+
+
+class FrameArchive(Protocol):
+    """Where the frames of final results are kept (the image archive, `line/archive.py`)."""
+
+    def keep(self, result: Result, frame: Frame) -> str | None:
+        """Take the frame of this result for storage if the archive's rules keep it; its `image.ref`, or None
+        when it is not kept (sampled out, archive busy or failing). Never blocks and never raises."""
+        ...
 
 
 class ResultOutbox(Protocol):
@@ -93,20 +103,26 @@ class ResultFanout:
         station_path: str,
         sinks: ResultSinks,
         reject: RejectFeed | None = None,
+        archive: FrameArchive | None = None,
         on_alarm: Callable[[str, str], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.station_path = station_path
         self.sinks = sinks
         self.reject = reject
+        self.archive = archive
         self.on_alarm = on_alarm
 
-    def deliver(self, result: Result, *, timings_ms: dict[str, float] | None = None) -> Result:
+    def deliver(
+        self, result: Result, *, frame: Frame | None = None, timings_ms: dict[str, float] | None = None
+    ) -> Result:
         """Send one final result; returns it as the sinks saw it (stamped, with its sequence when stored).
 
-        timings_ms: the runtime's own stage times (queue, end_to_end) added to the Inspector's.
+        frame: the part's image, for the archive (None: there is none). timings_ms: the runtime's own
+        stage times (queue, end_to_end) added to the Inspector's.
         """
-        stamped = result.stamped(station=self.station_path, timings_ms=timings_ms)
+        image_ref = self._archive(result, frame)
+        stamped = result.stamped(station=self.station_path, timings_ms=timings_ms, image_ref=image_ref)
         try:
             final = self.outbox.publish_result(stamped)
         except OutboxError as exc:
@@ -126,6 +142,15 @@ class ResultFanout:
             except Exception:
                 log.exception("reject tracker refused the verdict of result %s", final.result_id)
         return final
+
+    def _archive(self, result: Result, frame: Frame | None) -> str | None:
+        if self.archive is None or frame is None:
+            return None
+        try:
+            return self.archive.keep(result, frame)
+        except Exception:  # the archive must never cost a part its result
+            log.exception("image archive failed for result %s", result.result_id)
+            return None
 
 
 class SkippedParts:
@@ -172,16 +197,23 @@ class SkippedParts:
             frame=part.frame,
             provenance=self.inspector.provenance(self.recipe_id),
         )
-        deliver(self.fanout, result, self.camera_id)
+        deliver(self.fanout, result, self.camera_id, frame=part.frame)
 
     def qsize(self) -> int:
         return self._waiting.qsize()
 
 
-def deliver(fanout: ResultFanout, result: Result, camera_id: str, timings_ms: dict[str, float] | None = None) -> None:
+def deliver(
+    fanout: ResultFanout,
+    result: Result,
+    camera_id: str,
+    *,
+    frame: Frame | None = None,
+    timings_ms: dict[str, float] | None = None,
+) -> None:
     """Hand a result to the fanout from a camera or worker thread, which must go on whatever happens."""
     try:
-        fanout.deliver(result, timings_ms=timings_ms)
+        fanout.deliver(result, frame=frame, timings_ms=timings_ms)
     except Exception:
         log.exception("camera %s: result %s could not be delivered", camera_id, result.result_id)
 
@@ -236,7 +268,7 @@ class PartWorker:
                 frame=capture.frame,
                 provenance=self.inspector.provenance(self.recipe_id),
             )
-            deliver(self.fanout, result, self.camera_id)
+            deliver(self.fanout, result, self.camera_id, frame=capture.frame)
         while self.skipped.decide_waiting():
             pass
 
@@ -264,7 +296,7 @@ class PartWorker:
                 frame=frame,
                 provenance=self.inspector.provenance(self.recipe_id),
             )
-            deliver(self.fanout, result, self.camera_id, {"queue": queue_ms})
+            deliver(self.fanout, result, self.camera_id, frame=frame, timings_ms={"queue": queue_ms})
             return
         result = self.inspector.inspect(frame, self.recipe_id)
         done_ns = time.monotonic_ns()
@@ -275,7 +307,8 @@ class PartWorker:
                 f"late: decided after {end_to_end_ms:.0f} ms, budget {self.budget_ms:g} ms "
                 f"(the inspection said {result.verdict.value}: {result.reason})",
             )
-        deliver(self.fanout, result, self.camera_id, {"queue": queue_ms, "end_to_end": end_to_end_ms})
+        timings = {"queue": queue_ms, "end_to_end": end_to_end_ms}
+        deliver(self.fanout, result, self.camera_id, frame=frame, timings_ms=timings)
 
 
 class LineTrigger:
