@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,6 @@ from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.station_runtime import SAVE_SESSIONS, running_station, subscribed, write_line_station
 from tests.helpers.subscriber import assert_complete_in_order
 from tests.helpers.waiting import wait_for
-from tests.integration.test_http_serve import read_line_with
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,16 +49,26 @@ def test_every_result_arrives_in_order_when_the_broker_is_killed_at_line_rate(tm
     assert counts["pass"] + counts["fail"] + counts["undecided"] >= last
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def outbox_depth(url: str) -> int:
     """The running station's outbox depth from its own /v1/status (its outbox file is locked to it)."""
-    depth: int = httpx.get(f"{url}/v1/status", timeout=2.0).json()["outbox"]["depth"]
+    try:
+        depth: int = httpx.get(f"{url}/v1/status", timeout=2.0).json()["outbox"]["depth"]
+    except httpx.TransportError:  # not serving yet
+        return 0
     return depth
 
 
 def run_station(station_dir: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'inspect'}{os.pathsep}{REPO}"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lineinspect.cli", "run", "--station-dir", str(station_dir), "--port", "0", *extra],
+        [sys.executable, "-m", "lineinspect.cli", "run", "--station-dir", str(station_dir), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -71,9 +81,10 @@ def test_nothing_decided_is_lost_when_the_station_is_sigkilled_and_restarted(
 ) -> None:
     write_line_station(tmp_path, mosquitto.port, parts="gb", line={"trigger_rate_parts_per_min": 1200})
     with subscribed(mosquitto.port) as sub:
-        proc = run_station(tmp_path)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = run_station(tmp_path, "--port", str(port))
         try:
-            url = read_line_with(proc, "lineinspect: HTTP ", 20).split()[2]
             sub.wait_until(lambda: len(sub.results()) >= 20, 20, "results from the first run")
             mosquitto.stop()  # results now pile up in the outbox only
             wait_for(lambda: outbox_depth(url) >= 5, 10, "results stranded in the outbox")
@@ -90,7 +101,7 @@ def test_nothing_decided_is_lost_when_the_station_is_sigkilled_and_restarted(
         assert stranded >= 5, "the kill did not leave results in the outbox"
         mosquitto.start()
         sub.wait_until(lambda: sub.subscribed >= 2, 5, "subscriber back")
-        second = run_station(tmp_path, "--duration-s", "2")
+        second = run_station(tmp_path, "--port", "0", "--duration-s", "2")
         try:
             out, _ = second.communicate(timeout=30)
         finally:
