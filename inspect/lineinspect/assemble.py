@@ -20,10 +20,12 @@ from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.recipe import Recipe
 from lineinspect.core.result import ResultSink, ResultSinks
 from lineinspect.errors import ConfigError, ModelError
+from lineinspect.line.archive.archive import ImageArchive
+from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.broker import BrokerError, EmbeddedBroker
 from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
 from lineinspect.line.capture.supervisor import CameraSupervisor
-from lineinspect.line.events import StationEvents
+from lineinspect.line.events import StationAlarm, StationEvents
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
 from lineinspect.line.outbox import Outbox
@@ -152,6 +154,24 @@ def _reject_station(
     return RejectFeed(tracker, feeding.id)
 
 
+ARCHIVE_ALARM_SOURCE = "archive"
+
+
+def build_archive(station_dir: Path, settings: ArchiveSettings, *, events: StationEvents | None = None) -> ImageArchive:
+    """The image archive (its writer thread started); `close()` it. events: the station's alarm table
+    (None for `lineinspect serve`: its problems show in the status only). Never raises for a bad folder or
+    index: the archive is then `off` with its alarm raised, and the station runs without it."""
+    folder = settings.folder if settings.folder.is_absolute() else station_dir / settings.folder
+    if events is None:
+        return ImageArchive(settings, folder=folder)
+    return ImageArchive(
+        settings,
+        folder=folder,
+        on_alarm=lambda kind, message: events.raise_alarm(StationAlarm(ARCHIVE_ALARM_SOURCE, kind, message)),
+        on_clear=lambda kind, message: events.clear_alarm(ARCHIVE_ALARM_SOURCE, kind, message),
+    )
+
+
 def build_station(
     station_dir: Path,
     config: StationConfig,
@@ -165,6 +185,8 @@ def build_station(
     Built top to bottom: broker and outbox, the MQTT publisher, the event channel every later part
     reports through, the reject station, the fanout, then per camera its skipped parts, supervisor and
     worker. With no `mqtt:` section the embedded demo broker is started here (stopped by `Station.stop()`).
+    archive: a frame archive of the caller's; None: the station's own from `archive:` in station.yaml (built
+    after the event channel it raises alarms through, closed by `Station.stop()`, `station.archive`).
     """
     cameras = load_cameras(station_dir)
     inspector = inspector or build_inspector(station_dir, config)
@@ -197,6 +219,11 @@ def build_station(
         reject = _reject_station(config, cameras, station_dir, events)
         if reject is not None:
             undo.callback(reject.tracker.close)
+        owned_archive = None
+        if archive is None and config.archive is not None:
+            owned_archive = build_archive(station_dir, config.archive, events=events)
+            undo.callback(owned_archive.close)
+            archive = owned_archive
         counts = PartCounts()
         fanout = ResultFanout(
             publisher,
@@ -244,6 +271,7 @@ def build_station(
             drain_timeout_s=config.line.drain_timeout_s,
             broker=broker,
             mqtt_address=(settings.host, settings.port),
+            archive=owned_archive,
         )
         undo.pop_all()  # the station owns them now
     return station

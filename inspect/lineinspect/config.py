@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ConfigError
+from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.mqtt import MqttSettings
 from lineinspect.line.reject.settings import RejectSettings
 from lineinspect.yamlfile import read_yaml, validate_mapping
@@ -134,6 +135,11 @@ class StationConfig(BaseModel):
     reject: RejectSettings | None = Field(None, description="Reject station (ejector / PLC verdict); null: none.")
     line: LineSection = Field(
         default_factory=LineSection, description="Triggering, time budget and threads of `lineinspect run`."
+    )
+    archive: ArchiveSettings | None = Field(
+        None,
+        description="Image archive: the frames of failed, undecided and sampled passed parts, for review and "
+        "for datasets (`lineinspect archive export`); null: no frame is kept.",
     )
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
 from lineinspect.core.part import PartRef
 from lineinspect.core.result import Result, ResultSinks, UndecidedKind, Verdict
+from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.broker import EmbeddedBroker
 from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor, Capture, SkippedPart
@@ -365,7 +366,9 @@ class Station:
         drain_timeout_s: float = 5.0,
         broker: EmbeddedBroker | None = None,
         mqtt_address: tuple[str, int] = ("127.0.0.1", 1883),
+        archive: ImageArchive | None = None,
     ) -> None:
+        self.archive = archive  # closed by stop(), after the workers' last results
         self.station_id = station_id
         self.station_path = station_path
         self.publisher = publisher
@@ -430,6 +433,8 @@ class Station:
             sup.stop()  # pending triggers become skipped parts (undecided)
         for worker in self.workers:
             worker.stop(self.drain_timeout_s)
+        if self.archive is not None:
+            self.archive.close()
         tracker = self.tracker
         if tracker is not None and not self._tracker_closed:
             settings = tracker.settings
@@ -475,4 +480,5 @@ class Station:
             reject=None if tracker is None else RejectStatus(tracker.counters.snapshot(), tuple(tracker.active_alarms)),
             alarms=tuple(self.events.active_alarms),
             counts=self.counts.snapshot(),
+            archive=None if self.archive is None else self.archive.status(),
         )

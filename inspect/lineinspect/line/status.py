@@ -16,6 +16,7 @@ from typing import Any
 from lineinspect import __version__
 from lineinspect.core.clock import iso_utc, utc_now
 from lineinspect.core.result import Result, UndecidedKind, Verdict
+from lineinspect.line.archive.archive import ArchiveStatus
 from lineinspect.line.capture.supervisor import CameraStatus
 from lineinspect.line.events import StationAlarm
 from lineinspect.line.mqtt import PublisherStats
@@ -118,6 +119,7 @@ class StationStatus:
     outbox: OutboxStatus | None = None
     reject: RejectStatus | None = None
     alarms: tuple[StationAlarm, ...] = field(default_factory=tuple)
+    archive: ArchiveStatus | None = None  # None: the station keeps no frames
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON of `GET /v1/status`."""
@@ -129,6 +131,7 @@ class StationStatus:
             "reject": None if self.reject is None else self.reject.to_payload(),
             "alarms": [a.to_payload() for a in self.alarms],
             "counts": dict(self.counts),
+            "archive": None if self.archive is None else self.archive.to_payload(),
         }
 
 
@@ -138,12 +141,16 @@ StatusProvider = Callable[[], StationStatus]
 class OfflineStatus:
     """Status of `lineinspect serve` alone: no cameras, broker or reject station; uploads counted.
 
-    `observe_result` is a result sink; call the object for the status.
+    `observe_result` is a result sink; call the object for the status. archive: the image archive of
+    uploads, when there is one (its status is shown; its alarms are its status's `problem`).
     """
 
-    def __init__(self, *, station_id: str, station_path: str) -> None:
+    def __init__(
+        self, *, station_id: str, station_path: str, archive: Callable[[], ArchiveStatus] | None = None
+    ) -> None:
         self.station_id = station_id
         self.station_path = station_path
+        self.archive = archive
         self.started_at = utc_now()
         self.counts = PartCounts()
 
@@ -152,4 +159,5 @@ class OfflineStatus:
 
     def __call__(self) -> StationStatus:
         info = StationInfo(self.station_id, self.station_path, "serving", MODE_OFFLINE, self.started_at)
-        return StationStatus(station=info, counts=self.counts.snapshot())
+        archive = None if self.archive is None else self.archive()
+        return StationStatus(station=info, counts=self.counts.snapshot(), archive=archive)
