@@ -26,12 +26,21 @@ from lineinspect.line.broker import BrokerError, EmbeddedBroker
 from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
 from lineinspect.line.capture.supervisor import CameraSupervisor
 from lineinspect.line.events import StationAlarm, StationEvents
+from lineinspect.line.journal import PartJournal, new_run_id
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
 from lineinspect.line.outbox import Outbox
 from lineinspect.line.reject.wiring import build_reject_tracker
 from lineinspect.line.results_store import ResultStore
-from lineinspect.line.station import FrameArchive, PartWorker, RejectFeed, ResultFanout, SkippedParts, Station
+from lineinspect.line.station import (
+    FrameArchive,
+    PartEntry,
+    PartWorker,
+    RejectFeed,
+    ResultFanout,
+    SkippedParts,
+    Station,
+)
 from lineinspect.line.status import PartCounts, StatusProvider
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by the commands that serve it
@@ -139,7 +148,7 @@ def _reject_camera(config: StationConfig, cameras: list[CameraConfig]) -> Camera
 
 
 def _reject_station(
-    config: StationConfig, cameras: list[CameraConfig], station_dir: Path, events: StationEvents
+    config: StationConfig, cameras: list[CameraConfig], station_dir: Path, events: StationEvents, run_id: str
 ) -> RejectFeed | None:
     """The reject tracker (not started) and the camera that feeds it; None without a `reject:` section."""
     if config.reject is None:
@@ -151,7 +160,7 @@ def _reject_station(
     tracker = build_reject_tracker(
         config.reject, station_dir, on_alarm=events.reject_alarm, publish=events.reject_event
     )
-    return RejectFeed(tracker, feeding.id)
+    return RejectFeed(tracker, feeding.id, run_id=run_id)
 
 
 ARCHIVE_ALARM_SOURCE = "archive"
@@ -183,8 +192,9 @@ def build_station(
     """Everything `lineinspect run` runs, built but not started (`Station.start()`; `stop()` undoes it all).
 
     Built top to bottom: broker and outbox, the MQTT publisher, the event channel every later part
-    reports through, the reject station, the fanout, then per camera its skipped parts, supervisor and
-    worker. With no `mqtt:` section the embedded demo broker is started here (stopped by `Station.stop()`).
+    reports through, the run id and part journal, the reject station, the fanout, then per camera its
+    skipped parts, supervisor (whose parts enter the journal, then the reject station) and worker.
+    With no `mqtt:` section the embedded demo broker is started here (stopped by `Station.stop()`).
     archive: a frame archive of the caller's; None: the station's own from `archive:` in station.yaml (built
     after the event channel it raises alarms through, closed by `Station.stop()`, `station.archive`).
     """
@@ -216,7 +226,15 @@ def build_station(
             station_dir=station_dir,
         )
         events = StationEvents(publisher)
-        reject = _reject_station(config, cameras, station_dir, events)
+        run_id = new_run_id()
+        journal = PartJournal(
+            outbox,
+            run_id,
+            recipes={cam.id: cam.recipe or config.default_recipe_id for cam in cameras},
+            on_alarm=events.station_alarm,
+            on_clear=events.clear_alarm,
+        )
+        reject = _reject_station(config, cameras, station_dir, events, run_id)
         if reject is not None:
             undo.callback(reject.tracker.close)
         owned_archive = None
@@ -229,9 +247,10 @@ def build_station(
             publisher,
             station_path=config.station.path,
             sinks=ResultSinks([counts.observe, *result_sinks]),
+            run_id=run_id,
             reject=reject,
             archive=archive,
-            on_alarm=events.station_alarm,
+            alarms=events,
         )
         supervisors = []
         workers = []
@@ -241,7 +260,7 @@ def build_station(
             )
             supervisor = CameraSupervisor.from_config(
                 cam,
-                on_part=reject.part_entered if reject is not None and reject.camera_id == cam.id else None,
+                on_part=PartEntry(journal, reject if reject is not None and reject.camera_id == cam.id else None),
                 on_skipped=skipped.put,
                 on_status=events.camera_status,
             )
@@ -264,8 +283,12 @@ def build_station(
             outbox=outbox,
             events=events,
             counts=counts,
+            fanout=fanout,
             supervisors=supervisors,
             workers=workers,
+            run_id=run_id,
+            journal=journal,
+            provenance=inspector.provenance,
             tracker=reject.tracker if reject is not None else None,
             line_rate_parts_per_min=config.line.trigger_rate_parts_per_min,
             drain_timeout_s=config.line.drain_timeout_s,
@@ -287,18 +310,30 @@ def build_http_app(
     status: StatusProvider,
     result_sinks: Sequence[ResultSink],
     station: Station | None = None,
+    archive: ImageArchive | None = None,
 ) -> FastAPI:
-    """The HTTP app of `serve` (uploads only) and `run` (a station: adds external triggers)."""
+    """The HTTP app of `serve` (uploads only) and `run` (a station: adds external triggers).
+
+    archive: the image archive (the station's own, or the one `serve` keeps uploads in): its frames and
+    reviews are served, and uploads are kept in it by its rules."""
     from lineinspect.http.app import create_app
+    from lineinspect.http.routes.archive import archive_router
     from lineinspect.http.routes.dashboard import dashboard_router
     from lineinspect.http.routes.metrics import metrics_router
     from lineinspect.http.routes.results import results_router
     from lineinspect.http.routes.status import status_router
     from lineinspect.http.routes.triggers import triggers_router
 
-    routers = [results_router(store), status_router(status), metrics_router(metrics, status), dashboard_router()]
+    routers = [
+        results_router(store),
+        archive_router(archive, store),
+        status_router(status),
+        metrics_router(metrics, status),
+        dashboard_router(),
+    ]
     if station is not None:
-        routers.append(triggers_router(station.trigger, {c: s.trigger_mode for c, s in station.supervisors.items()}))
+        modes = {c: s.trigger_mode for c, s in station.supervisors.items()}
+        routers.append(triggers_router(station.trigger, modes, run_id=station.run_id))
     return create_app(
         inspector,
         config.http,
@@ -306,4 +341,5 @@ def build_http_app(
         api_key=api_key,
         routers=routers,
         result_sinks=result_sinks,
+        archive=archive,
     )

@@ -178,7 +178,7 @@ def test_http_trigger_makes_one_result_per_part_and_refuses_bad_requests(tmp_pat
             build_inspector(tmp_path, load_station(tmp_path)),
             HttpSection(),
             api_key="k3y",
-            routers=[triggers_router(station.trigger, modes)],
+            routers=[triggers_router(station.trigger, modes, run_id=station.run_id)],
         )
         with TestClient(app) as client:
             denied = client.post("/v1/cameras/cam1/trigger")
@@ -192,5 +192,11 @@ def test_http_trigger_makes_one_result_per_part_and_refuses_bad_requests(tmp_pat
             second = client.post("/v1/cameras/cam1/trigger", headers={"X-API-Key": "k3y"})
         assert (first.status_code, second.status_code) == (202, 202)
         assert second.json()["trigger_id"] == first.json()["trigger_id"] + 1
+        assert first.json()["run_id"] == station.run_id
         wait_for(lambda: len(sink) == 2, 5, "2 results")
     assert [(r.part_id, r.verdict.value) for r in sink.results] == [("A1", "fail"), (None, "pass")]
+    # The answer names the part as its result does: the run and the trigger.
+    assert [(r.run_id, r.trigger_id) for r in sink.results] == [
+        (station.run_id, first.json()["trigger_id"]),
+        (station.run_id, second.json()["trigger_id"]),
+    ]

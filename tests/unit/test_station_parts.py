@@ -97,18 +97,28 @@ def outbox(tmp_path: Path) -> Iterator[StoringOutbox]:
     store.outbox.close()
 
 
+class AlarmLog:
+    """The station's alarm table as the fanout sees it: what was raised and cleared, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def station_alarm(self, kind: str, message: str) -> None:
+        self.events.append(("raised", kind))
+
+    def clear_alarm(self, source: str, kind: str, message: str) -> None:
+        self.events.append(("cleared", kind))
+
+
 def fanout_for(
     outbox: StoringOutbox,
     *sinks: ResultSink,
     reject: RejectFeed | None = None,
-    alarms: list[tuple[str, str]] | None = None,
+    alarms: AlarmLog | None = None,
+    run_id: str | None = "run-1",
 ) -> ResultFanout:
     return ResultFanout(
-        outbox,
-        station_path=STATION,
-        sinks=ResultSinks(sinks),
-        reject=reject,
-        on_alarm=(lambda kind, message: alarms.append((kind, message))) if alarms is not None else None,
+        outbox, station_path=STATION, sinks=ResultSinks(sinks), run_id=run_id, reject=reject, alarms=alarms
     )
 
 
@@ -144,7 +154,7 @@ def test_fanout_stores_first_then_sinks_then_reject_with_the_stamped_result(
 
     assert order == ["sink saw depth 1", "reject"]
     assert seen == [final]
-    assert final.sequence == 1 and final.station == STATION
+    assert final.sequence == 1 and final.station == STATION and final.run_id == "run-1"
     assert final.timings_ms["queue"] == 1.5 and "infer" in final.timings_ms
     assert log.events == ["verdict 4 fail"]
     (stored,) = outbox.stored()
@@ -170,22 +180,27 @@ def test_a_result_the_outbox_refuses_raises_the_alarm_and_is_rejected_as_undecid
     inspector: Inspector, tmp_path: Path
 ) -> None:
     full = StoringOutbox(tmp_path / "full.db", max_rows=1)
-    alarms: list[tuple[str, str]] = []
+    alarms = AlarmLog()
     counts = PartCounts()
     log = TrackerLog()
     fanout = fanout_for(full, counts.observe, reject=RejectFeed(log, "cam1"), alarms=alarms)  # type: ignore[arg-type]
     try:
         first = fanout.deliver(inspector.inspect(capture(good_image(), trigger_id=1).frame))
         refused = fanout.deliver(inspector.inspect(capture(good_image(), trigger_id=2).frame))
+        refused_again = fanout.deliver(inspector.inspect(capture(good_image(), trigger_id=3).frame))
+        full.outbox.ack(1)  # the broker took the first one: there is room again
+        stored = fanout.deliver(inspector.inspect(capture(good_image(), trigger_id=4).frame))
     finally:
         full.outbox.close()
     assert first.verdict is Verdict.PASS
     assert refused.verdict is Verdict.UNDECIDED and refused.undecided_kind is UndecidedKind.OUTBOX_REFUSED
     assert refused.reason.startswith("not stored for the MES: ")
     assert refused.sequence is None
-    assert [kind for kind, _ in alarms] == ["outbox_refused"]
-    assert log.events == ["verdict 1 pass", "verdict 2 undecided"]
-    assert counts.snapshot()["outbox_refused"] == 1 and counts.snapshot()["undecided"] == 1
+    assert refused_again.undecided_kind is UndecidedKind.OUTBOX_REFUSED and stored.sequence == 2
+    # Raised while refusing (each refusal says so), cleared by the first result stored again.
+    assert alarms.events == [("raised", "outbox_refused"), ("raised", "outbox_refused"), ("cleared", "outbox_refused")]
+    assert log.events == ["verdict 1 pass", "verdict 2 undecided", "verdict 3 undecided", "verdict 4 pass"]
+    assert counts.snapshot()["outbox_refused"] == 2 and counts.snapshot()["undecided"] == 2
 
 
 def test_reject_feed_ignores_other_cameras_and_free_running_frames() -> None:
@@ -364,7 +379,7 @@ def test_the_archive_reference_is_in_the_stored_result_and_a_broken_archive_cost
     inspector: Inspector, outbox: StoringOutbox
 ) -> None:
     archive = KeepFails()
-    fanout = ResultFanout(outbox, station_path=STATION, sinks=ResultSinks(), archive=archive)
+    fanout = ResultFanout(outbox, station_path=STATION, sinks=ResultSinks(), run_id="run-1", archive=archive)
     bad = capture(bad_image(), trigger_id=1).frame
     good = capture(good_image(), trigger_id=2).frame
     failed = fanout.deliver(inspector.inspect(bad), frame=bad)
@@ -376,3 +391,17 @@ def test_the_archive_reference_is_in_the_stored_result_and_a_broken_archive_cost
     fanout.archive = KeepFails(broken=True)
     third = fanout.deliver(inspector.inspect(bad), frame=bad)
     assert third.sequence == 3 and third.verdict is Verdict.FAIL and third.image_ref is None
+
+
+def test_reject_feed_ignores_the_results_of_an_earlier_run() -> None:
+    log = TrackerLog()
+    feed = RejectFeed(log, "cam1", run_id="now")  # type: ignore[arg-type]
+    earlier = Result.undecided(PartRef("cam1", 5, 0), UndecidedKind.RESTARTED, "restarted", run_id="before")
+    feed.verdict(earlier)
+    feed.verdict(earlier.stamped(station=STATION, run_id="now"))  # stamping keeps the part's own run
+    feed.verdict(
+        Result.undecided(PartRef("cam1", 5, 0), UndecidedKind.NO_IMAGE, "no image").stamped(
+            station=STATION, run_id="now"
+        )
+    )
+    assert log.events == ["verdict 5 undecided"]

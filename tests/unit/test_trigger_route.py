@@ -18,7 +18,7 @@ from tests.helpers.graphs import brightness_anomaly
 def test_trigger_is_refused_when_camera_is_not_software_triggered(tmp_path: Path) -> None:
     sent: list[str] = []
     inspector = single_model_inspector(brightness_anomaly(tmp_path / "m"), RuntimeOptions(intra_op_threads=1))
-    router = triggers_router(lambda camera, **_: sent.append(camera) or 1, {"line": TriggerMode.HARDWARE})
+    router = triggers_router(lambda camera, **_: sent.append(camera) or 1, {"line": TriggerMode.HARDWARE}, run_id="r")
     with TestClient(create_app(inspector, HttpSection(), routers=[router])) as client:
         answer = client.post("/v1/cameras/line/trigger")
     assert answer.status_code == 409

@@ -55,6 +55,7 @@ class UndecidedKind(StrEnum):
     CAMERA_LOST = "camera_lost"  # the camera was not connected or was lost with the part pending
     TRIGGER_FAILED = "trigger_failed"  # the software trigger could not be sent
     STOPPED = "stopped"  # the station or camera stopped before the part was inspected
+    RESTARTED = "restarted"  # the process died with the part in flight; issued from the part journal at restart
     ROI_OUTSIDE = "roi_outside"  # the recipe's ROI does not fit the frame
     INFERENCE = "inference"  # the model or the inspection failed on this frame
     OUTBOX_REFUSED = "outbox_refused"  # the result could not be stored for the MES (disk full, database error)
@@ -154,6 +155,7 @@ class Result:
     measurements: dict[str, float | None] = field(default_factory=dict)
     simulated: bool = False
     station: str | None = None
+    run_id: str | None = None  # the station run that triggered the part: (run_id, camera_id, trigger_id) is unique
     sequence: int | None = None
 
     def __post_init__(self) -> None:
@@ -172,6 +174,7 @@ class Result:
         frame: Frame | None = None,
         provenance: Provenance | None = None,
         source: str | None = None,
+        run_id: str | None = None,
     ) -> Result:
         """The one way to make a result for a part that got no pass/fail (rejected by default).
 
@@ -179,6 +182,7 @@ class Result:
         own part where not given. frame: its image where one exists (size, capture time, source).
         provenance: the recipe and model it would have been judged with, where known.
         source: where the image came from, when there is no frame (an upload's file name).
+        run_id: the run that triggered the part, when it is not the one sending the result (a restart).
         """
         return cls(
             result_id=new_result_id(),
@@ -188,6 +192,7 @@ class Result:
             score=None,
             findings=(),
             decided_at=utc_now(),
+            run_id=run_id,
             **_identity(part, frame, provenance, source),
         )
 
@@ -224,12 +229,19 @@ class Result:
         return dataclasses.replace(self, verdict=Verdict.UNDECIDED, undecided_kind=kind, reason=reason)
 
     def stamped(
-        self, *, station: str | None, timings_ms: dict[str, float] | None = None, image_ref: str | None = None
+        self,
+        *,
+        station: str | None,
+        run_id: str | None = None,
+        timings_ms: dict[str, float] | None = None,
+        image_ref: str | None = None,
     ) -> Result:
-        """What the station adds to every result it sends: its UNS path, the runtime's stage times (ms) and
-        the image archive's reference to the frame (None: not kept)."""
+        """What the station adds to every result it sends: its UNS path, its run id (unless the part is of an
+        earlier run), the runtime's stage times (ms) and the image archive's reference (None: not kept)."""
         timings = {**self.timings_ms, **(timings_ms or {})}
-        return dataclasses.replace(self, station=station, timings_ms=timings, image_ref=image_ref)
+        return dataclasses.replace(
+            self, station=station, run_id=self.run_id or run_id, timings_ms=timings, image_ref=image_ref
+        )
 
     def to_payload(self) -> dict[str, Any]:
         defects = []
@@ -256,6 +268,7 @@ class Result:
             "result_id": self.result_id,
             "sequence": self.sequence,
             "station": self.station,
+            "run_id": self.run_id,
             "camera_id": self.camera_id,
             "part_id": self.part_id,
             "frame_id": self.frame_id,

@@ -25,8 +25,16 @@ rather than drop the oldest (losing decided results without a trace), block
 (camera workers would miss every part's deadline) or grow without limit (a
 full disk takes the logs, the image archive and the OS down with it).
 
+Part journal (`open_parts`): every triggered part is recorded here (`record_part`)
+before anyone is told it was accepted, and its row is deleted in the same
+transaction that stores its result (`append`), so "the part has a result in
+the outbox" and "the part is no longer open" can never disagree, whenever the
+process dies. After a restart `open_parts()` lists the parts that never got a
+result; the station issues each an `undecided` result (see `line/journal.py`).
+One file for both is what makes the close atomic.
+
 Thread-safe: one connection behind a lock; camera workers append, the MQTT
-sender reads and acknowledges.
+sender reads and acknowledges, trigger threads record parts.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import dataclasses
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +56,8 @@ from lineinspect.line.sqlite_file import OpenProblem, open_problem
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: the open_parts table (the part journal); a version-1 file gets it on open.
+SCHEMA_VERSION = 2
 DEFAULT_MAX_ROWS = 500_000
 # How long opening waits for another owner to let go before it reports the file as in use.
 _OPEN_BUSY_TIMEOUT_MS = 1000
@@ -58,6 +69,19 @@ class OutboxError(LineinspectError):
 
 class OutboxFullError(OutboxError):
     """The outbox reached its hard bound; the result was not stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPart:
+    """A part recorded at its trigger that has no result in the outbox yet."""
+
+    run_id: str
+    camera_id: str
+    trigger_id: int
+    part_id: str | None
+    encoder_count: int | None
+    recipe_id: str | None
+    triggered_at: str  # ISO 8601 UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +148,12 @@ class Outbox:
                 " payload TEXT NOT NULL, stored_at TEXT NOT NULL)"
             )
             conn.execute("CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS open_parts ("
+                " run_id TEXT NOT NULL, camera_id TEXT NOT NULL, trigger_id INTEGER NOT NULL, part_id TEXT,"
+                " encoder_count INTEGER, recipe_id TEXT, triggered_at TEXT NOT NULL,"
+                " PRIMARY KEY (run_id, camera_id, trigger_id))"
+            )
             conn.execute("INSERT OR IGNORE INTO counter (name, value) VALUES ('sequence', 0)")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -164,8 +194,7 @@ class Outbox:
                     f"mqtt.outbox_max_rows; until then parts are undecided and rejected"
                 )
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
+                with self._transaction():
                     row = self._conn.execute(
                         "UPDATE counter SET value = value + 1 WHERE name='sequence' RETURNING value"
                     ).fetchone()
@@ -174,10 +203,11 @@ class Outbox:
                         "INSERT INTO outbox (sequence, result_id, topic, payload, stored_at) VALUES (?, ?, ?, ?, ?)",
                         (stamped.sequence, stamped.result_id, topic, stamped.to_json(), utc_now_iso()),
                     )
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+                    if result.run_id is not None and result.camera_id is not None and result.trigger_id is not None:
+                        self._conn.execute(
+                            "DELETE FROM open_parts WHERE run_id = ? AND camera_id = ? AND trigger_id = ?",
+                            (result.run_id, result.camera_id, result.trigger_id),
+                        )
             except sqlite3.Error as exc:
                 raise OutboxError(
                     f"outbox {self.path}: could not store result {result.result_id}: {exc} "
@@ -187,6 +217,62 @@ class Outbox:
             self._last_sequence = int(row[0])  # == stamped.sequence
             self._update_alarm()
             return stamped
+
+    def record_part(
+        self,
+        *,
+        run_id: str,
+        camera_id: str,
+        trigger_id: int,
+        part_id: str | None,
+        encoder_count: int | None,
+        recipe_id: str | None,
+    ) -> None:
+        """Journal a triggered part durably (one commit); `append` of its result closes it.
+
+        Raises OutboxError when it cannot be written (the part goes on: its result says the rest).
+        """
+        with self._lock:
+            try:
+                with self._transaction():
+                    self._conn.execute(
+                        "INSERT OR IGNORE INTO open_parts (run_id, camera_id, trigger_id, part_id, encoder_count,"
+                        " recipe_id, triggered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, camera_id, trigger_id, part_id, encoder_count, recipe_id, utc_now_iso()),
+                    )
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"outbox {self.path}: could not journal part {trigger_id} of camera {camera_id}: {exc} "
+                    "(disk full or failing? if the station stops now this part gets no undecided result)"
+                ) from exc
+
+    def open_parts(self) -> list[OpenPart]:
+        """Parts journaled and without a result, in the order they were triggered."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT run_id, camera_id, trigger_id, part_id, encoder_count, recipe_id, triggered_at"
+                " FROM open_parts ORDER BY rowid"
+            ).fetchall()
+        return [OpenPart(str(a), str(b), int(c), d, e, f, str(g)) for a, b, c, d, e, f, g in rows]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT; on failure roll back what SQLite has not already, keeping the first error.
+
+        SQLite rolls a failed commit back itself in some cases (SQLITE_FULL): a second ROLLBACK then fails
+        with "no transaction is active" and would hide the real cause ("database or disk is full").
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error as rollback_error:
+                    log.error("outbox %s: rollback failed too: %s", self.path, rollback_error)
+            raise
 
     def pending(self, limit: int, after_sequence: int = 0) -> list[OutboxEntry]:
         """Up to `limit` stored results with a sequence above `after_sequence`, oldest first."""

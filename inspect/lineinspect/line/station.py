@@ -31,12 +31,13 @@ from lineinspect.core.clock import utc_now
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
 from lineinspect.core.part import PartRef
-from lineinspect.core.result import Result, ResultSinks, UndecidedKind, Verdict
+from lineinspect.core.result import Provenance, Result, ResultSinks, UndecidedKind, Verdict
 from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.broker import EmbeddedBroker
 from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor, Capture, SkippedPart
 from lineinspect.line.events import StationEvents
+from lineinspect.line.journal import PartJournal
 from lineinspect.line.mqtt import ResultPublisher
 from lineinspect.line.outbox import Outbox, OutboxError
 from lineinspect.line.reject.tracker import RejectTracker
@@ -66,6 +67,14 @@ class FrameArchive(Protocol):
         ...
 
 
+class OutboxAlarm(Protocol):
+    """The station's alarm table as the fanout raises and clears `outbox_refused` (`StationEvents`)."""
+
+    def station_alarm(self, kind: str, message: str) -> None: ...
+
+    def clear_alarm(self, source: str, kind: str, message: str) -> None: ...
+
+
 class ResultOutbox(Protocol):
     """Where the fanout stores each result for the MES (`ResultPublisher`)."""
 
@@ -77,21 +86,41 @@ class ResultOutbox(Protocol):
 class RejectFeed:
     """The parts of one camera (the one whose parts pass the ejector) as the reject tracker sees them.
 
-    Part numbers are that camera's trigger ids. `part_entered` is that camera's supervisor hook;
-    `verdict` is called by the fanout with every final result (other cameras' results are ignored).
+    Part numbers are that camera's trigger ids in this run. `part_entered` hears each part's entry
+    (through `PartEntry`); `verdict` is called by the fanout with every final result (other cameras' and
+    other runs' results are ignored: parts of a run before a restart are not between camera and ejector).
     """
 
-    def __init__(self, tracker: RejectTracker, camera_id: str) -> None:
+    def __init__(self, tracker: RejectTracker, camera_id: str, *, run_id: str | None = None) -> None:
         self.tracker = tracker
         self.camera_id = camera_id
+        self.run_id = run_id
 
     def part_entered(self, part: PartRef) -> None:
         if part.camera_id == self.camera_id:
             self.tracker.part_entered(part)
 
     def verdict(self, result: Result) -> None:
-        if result.camera_id == self.camera_id and result.trigger_id is not None:
-            self.tracker.verdict_ready(result.trigger_id, result.result_id, result.verdict)
+        if result.camera_id != self.camera_id or result.trigger_id is None:
+            return
+        if self.run_id is not None and result.run_id not in (None, self.run_id):
+            return
+        self.tracker.verdict_ready(result.trigger_id, result.result_id, result.verdict)
+
+
+class PartEntry:
+    """A camera's `on_part` hook: a part passed its trigger. In this order: journaled (durably), then the
+    reject station told; only then does the trigger id go back to whoever triggered (PLC, HTTP)."""
+
+    def __init__(self, journal: PartJournal | None, reject: RejectFeed | None) -> None:
+        self.journal = journal
+        self.reject = reject
+
+    def __call__(self, part: PartRef) -> None:
+        if self.journal is not None:
+            self.journal.entered(part)
+        if self.reject is not None:
+            self.reject.part_entered(part)
 
 
 class ResultFanout:
@@ -103,16 +132,19 @@ class ResultFanout:
         *,
         station_path: str,
         sinks: ResultSinks,
+        run_id: str | None = None,
         reject: RejectFeed | None = None,
         archive: FrameArchive | None = None,
-        on_alarm: Callable[[str, str], None] | None = None,
+        alarms: OutboxAlarm | None = None,
     ) -> None:
         self.outbox = outbox
         self.station_path = station_path
+        self.run_id = run_id
         self.sinks = sinks
         self.reject = reject
         self.archive = archive
-        self.on_alarm = on_alarm
+        self.alarms = alarms
+        self._refusing = False
 
     def deliver(
         self, result: Result, *, frame: Frame | None = None, timings_ms: dict[str, float] | None = None
@@ -123,19 +155,20 @@ class ResultFanout:
         stage times (queue, end_to_end) added to the Inspector's.
         """
         image_ref = self._archive(result, frame)
-        stamped = result.stamped(station=self.station_path, timings_ms=timings_ms, image_ref=image_ref)
+        stamped = result.stamped(
+            station=self.station_path, run_id=self.run_id, timings_ms=timings_ms, image_ref=image_ref
+        )
         try:
             final = self.outbox.publish_result(stamped)
         except OutboxError as exc:
             # The only way a result misses the MES, and it is loud: alarm, count, reject the part.
             log.error("ALARM result %s not stored for the MES: %s", result.result_id, exc)
-            if self.on_alarm is not None:
-                try:
-                    self.on_alarm(UndecidedKind.OUTBOX_REFUSED.value, str(exc))
-                except Exception:
-                    log.exception("outbox alarm hook failed")
+            self._outbox_refusing(str(exc))
             was = f" (it was undecided: {stamped.reason})" if stamped.verdict is Verdict.UNDECIDED else ""
             final = stamped.overruled(UndecidedKind.OUTBOX_REFUSED, f"not stored for the MES: {exc}{was}")
+        else:
+            if self._refusing:
+                self._outbox_accepting()
         self.sinks(final)
         if self.reject is not None:
             try:
@@ -143,6 +176,23 @@ class ResultFanout:
             except Exception:
                 log.exception("reject tracker refused the verdict of result %s", final.result_id)
         return final
+
+    def _outbox_refusing(self, message: str) -> None:
+        self._refusing = True
+        if self.alarms is not None:
+            try:
+                self.alarms.station_alarm(UndecidedKind.OUTBOX_REFUSED.value, message)
+            except Exception:
+                log.exception("outbox alarm hook failed")
+
+    def _outbox_accepting(self) -> None:
+        self._refusing = False
+        log.warning("results are stored for the MES again; outbox_refused alarm cleared")
+        if self.alarms is not None:
+            try:
+                self.alarms.clear_alarm("station", UndecidedKind.OUTBOX_REFUSED.value, "results are stored again")
+            except Exception:
+                log.exception("outbox alarm hook failed")
 
     def _archive(self, result: Result, frame: Frame | None) -> str | None:
         if self.archive is None or frame is None:
@@ -359,8 +409,12 @@ class Station:
         outbox: Outbox,
         events: StationEvents,
         counts: PartCounts,
+        fanout: ResultFanout,
         supervisors: Sequence[CameraSupervisor],
         workers: Sequence[PartWorker],
+        run_id: str,
+        journal: PartJournal | None = None,
+        provenance: Callable[[str | None], Provenance | None] = lambda _recipe: None,
         tracker: RejectTracker | None = None,
         line_rate_parts_per_min: float | None = None,
         drain_timeout_s: float = 5.0,
@@ -375,6 +429,10 @@ class Station:
         self.outbox = outbox
         self.events = events
         self.counts = counts
+        self.fanout = fanout
+        self.run_id = run_id
+        self.journal = journal
+        self.provenance = provenance
         self.supervisors = {s.camera_id: s for s in supervisors}
         self.workers = list(workers)
         self.tracker = tracker
@@ -389,7 +447,10 @@ class Station:
 
     # --- lifetime ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Publisher, reject station, workers, cameras, then the simulated line. A failure undoes what started."""
+        """Publisher, reject station, the last run's open parts, workers, cameras, then the simulated line.
+
+        A failure undoes what started.
+        """
         self._state = "starting"
         self._started_at = utc_now()
         try:
@@ -400,6 +461,10 @@ class Station:
                 except BaseException:
                     self._tracker_closed = True  # start() closed it
                     raise
+            if self.journal is not None:
+                # Before any new part: the parts the last run left without a result, in trigger order.
+                for result in self.journal.recover(self.provenance):
+                    self.fanout.deliver(result)
             for worker in self.workers:
                 worker.start()
             for sup in self.supervisors.values():

@@ -28,7 +28,8 @@ class TriggerRequest(BaseModel):
     encoder_count: int | None = Field(None, description="Conveyor encoder count at the trigger, if known.")
 
 
-def triggers_router(trigger: Trigger, trigger_modes: Mapping[str, TriggerMode]) -> APIRouter:
+def triggers_router(trigger: Trigger, trigger_modes: Mapping[str, TriggerMode], *, run_id: str) -> APIRouter:
+    """run_id: the station's run; with the camera and trigger id it names the part in its result."""
     router = APIRouter(tags=["line"])
 
     @router.post("/v1/cameras/{camera_id}/trigger", status_code=202, summary="Trigger one part on a camera")
@@ -45,6 +46,7 @@ def triggers_router(trigger: Trigger, trigger_modes: Mapping[str, TriggerMode]) 
             )
         body = request or TriggerRequest()
         trigger_id = trigger(camera_id, part_id=body.part_id, encoder_count=body.encoder_count)
-        return {"camera_id": camera_id, "trigger_id": trigger_id, "at": utc_now_iso()}
+        # Answered only after the part is journaled: from here on it ends as a result, whatever happens.
+        return {"camera_id": camera_id, "run_id": run_id, "trigger_id": trigger_id, "at": utc_now_iso()}
 
     return router
