@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from lineinspect.core.result import Result
 from lineinspect.line.outbox import Outbox, OutboxError, OutboxFullError
 from tests.helpers.results import make_result
+from tests.helpers.small_disk import fill, small_disk
 
 TOPIC = "acme/plant1/area1/line1/cell1/lineinspect/station1/result"
 
@@ -133,3 +136,59 @@ def test_open_gives_clear_error_when_written_by_newer_schema(tmp_path: Path) -> 
     conn.close()
     with pytest.raises(OutboxError, match="newer lineinspect"):
         Outbox(path)
+
+
+# --- the part journal --------------------------------------------------------------------------
+
+
+def record(outbox: Outbox, trigger_id: int, *, run_id: str = "run-1", part_id: str | None = None) -> None:
+    outbox.record_part(
+        run_id=run_id, camera_id="cam1", trigger_id=trigger_id, part_id=part_id, encoder_count=None, recipe_id="r"
+    )
+
+
+def part_result(trigger_id: int, run_id: str = "run-1") -> Result:
+    return dataclasses.replace(make_result(trigger_id), camera_id="cam1", trigger_id=trigger_id, run_id=run_id)
+
+
+def test_a_journaled_part_closes_when_its_result_is_stored_and_stays_open_across_a_reopen(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        for n in (1, 2, 3):
+            record(outbox, n, part_id=f"P{n}")
+        outbox.append(part_result(2), TOPIC)
+        outbox.append(part_result(1, run_id="another-run"), TOPIC)  # same trigger id, other run: not this part
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        assert [(p.run_id, p.trigger_id, p.part_id) for p in outbox.open_parts()] == [
+            ("run-1", 1, "P1"),
+            ("run-1", 3, "P3"),
+        ]
+
+
+def test_an_outbox_of_the_first_schema_gets_the_journal_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path) as outbox:
+        outbox.append(make_result(1), TOPIC)
+    db = sqlite3.connect(path, isolation_level=None)  # as lineinspect before the journal left it
+    db.execute("DROP TABLE open_parts")
+    db.execute("PRAGMA user_version=1")
+    db.close()
+    with Outbox(path) as outbox:
+        assert outbox.depth() == 1 and outbox.open_parts() == []
+        record(outbox, 1)
+        assert len(outbox.open_parts()) == 1
+
+
+def test_a_full_disk_is_reported_as_a_full_disk_and_the_outbox_works_once_there_is_room(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", size_kib=512) as disk, Outbox(disk / "outbox.sqlite") as outbox:
+        outbox.append(make_result(1), TOPIC)
+        filler = fill(disk)
+        with pytest.raises(OutboxError) as refused:
+            for n in range(2, 200):  # the WAL may still have room for a few
+                outbox.append(make_result(n), TOPIC)
+        assert "disk is full" in str(refused.value) and "no transaction is active" not in str(refused.value)
+        with pytest.raises(OutboxError, match=r"could not journal part .* disk is full"):
+            for n in range(200, 400):
+                record(outbox, n)
+        filler.unlink()
+        stored = outbox.append(make_result(500), TOPIC)
+        assert stored.sequence is not None and stored.sequence > 1
