@@ -207,7 +207,7 @@ STATION_DIR_HELP = "folder holding station.yaml and models/ (default: $LINEINSPE
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from lineinspect.assemble import build_http_app, build_inspector
+    from lineinspect.assemble import build_archive, build_http_app, build_inspector
     from lineinspect.config import load_station, station_dir_from
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
     from lineinspect.line.metrics import StationMetrics
@@ -224,7 +224,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Observability of uploads: recent results (in memory unless --results-db), metrics, status, dashboard.
     store_path = IN_MEMORY if args.results_db is None else station_dir / args.results_db
     store = ResultStore(store_path, retain_rows=args.results_retain)
-    status = OfflineStatus(station_id=config.station.id, station_path=config.station.path)
+    # Uploads' frames, by the rules of station.yaml `archive:` (none without it).
+    archive = build_archive(station_dir, config.archive) if config.archive is not None else None
+    status = OfflineStatus(
+        station_id=config.station.id,
+        station_path=config.station.path,
+        archive=archive.status if archive is not None else None,
+    )
     metrics = StationMetrics()
     app = build_http_app(
         inspector,
@@ -234,11 +240,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics=metrics,
         status=status,
         result_sinks=[store.add, metrics.observe_result, status.observe_result],
+        archive=archive,
     )
     try:
         sock = bind_socket(host, port)
     except BaseException:
         store.close()
+        if archive is not None:
+            archive.close()
         raise
     url = url_of(sock)
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
@@ -252,6 +261,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         sock.close()
         store.close()
+        if archive is not None:
+            archive.close()
     print(f"lineinspect: stopped{f' ({stopped_by.name})' if stopped_by else ''}", flush=True)
     return EXIT_OK
 
@@ -327,6 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             status=station.status,
             result_sinks=sinks,
             station=station,
+            archive=station.archive,
         )
         server = make_server(app, log_level="debug" if args.verbose else "warning", access_log=args.verbose)
         url = url_of(sock)
@@ -628,6 +640,102 @@ def add_retune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_retune)
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from lineinspect.config import STATION_FILE, load_station, station_dir_from
+    from lineinspect.line.archive.index import INDEX_FILE, ArchiveIndex
+    from lineinspect.line.archive.reviews import dataset_parts
+    from lineinspect.offline.archive_export import check_out_folder, write_export
+
+    def when(option: str, text: str | None) -> datetime | None:
+        if text is None:
+            return None
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise LineinspectError(f"{option} {text!r}: not an ISO 8601 time, e.g. 2024-05-01T06:00:00Z") from None
+        if value.tzinfo is None:
+            raise LineinspectError(f"{option} {text}: no time zone; add Z for UTC or an offset, e.g. {text}Z")
+        return value
+
+    since, until = when("--since", args.since), when("--until", args.until)
+    if since is not None and until is not None and since >= until:
+        raise LineinspectError(f"--since {args.since} must be before --until {args.until}")
+    out = Path(args.out)
+    check_out_folder(out)
+    station_dir = station_dir_from(args.station_dir)
+    if args.folder is not None:
+        folder = Path(args.folder)
+    else:
+        settings = load_station(station_dir).archive
+        if settings is None:
+            raise LineinspectError(
+                f"{station_dir / STATION_FILE} has no archive: section, so this station keeps no frames; "
+                "add one, or give --folder of an archive"
+            )
+        folder = settings.folder if settings.folder.is_absolute() else station_dir / settings.folder
+    if not (folder / INDEX_FILE).is_file():
+        raise LineinspectError(f"{folder}: no image archive here ({INDEX_FILE} not found); check archive.folder")
+    index = ArchiveIndex(folder / INDEX_FILE)
+    left_out: dict[str, int] = {}
+    try:
+        parts = dataset_parts(
+            index,
+            folder,
+            since=since,
+            until=until,
+            camera=args.camera,
+            recipe=args.recipe,
+            reviewed_only=args.reviewed_only,
+            unreviewed_fails=args.unreviewed_fails,
+            left_out=left_out,
+        )
+        query = {
+            "since": args.since,
+            "until": args.until,
+            "camera": args.camera,
+            "recipe": args.recipe,
+            "reviewed_only": args.reviewed_only,
+            "unreviewed_fails": args.unreviewed_fails,
+            "archive": str(folder),
+        }
+        summary = write_export(parts, out, query=query)
+    finally:
+        index.close()
+    print(summary.line())
+    if left_out:
+        print("left out: " + ", ".join(f"{n} {why}" for why, n in sorted(left_out.items())))
+    print(f"teach/retune: --good {out / 'good'}; evaluate: --good {out / 'good'} --defects {out / 'defects'}")
+    return EXIT_OK
+
+
+def add_archive(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("archive", help="the image archive: export archived parts as a dataset")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    e = actions.add_parser(
+        "export",
+        help="write archived parts as the folders teach, retune and evaluate read, with a manifest",
+        description="Reviewed defects (confirmed defects, escapes) go to defects/<class>/ with their masks; false "
+        "rejects, confirmed passes and (unless --reviewed-only) unreviewed passes to good/. Unreviewed fails are "
+        "left out unless --unreviewed-fails; undecided parts need a review.",
+    )
+    e.add_argument("--out", required=True, help="new folder to write good/, defects/ and manifest.json into")
+    e.add_argument("--since", help="parts decided at or after this time (ISO 8601 with a zone)")
+    e.add_argument("--until", help="parts decided before this time (ISO 8601 with a zone)")
+    e.add_argument("--camera", help="one camera's parts only (its id; 'upload' is not a camera)")
+    e.add_argument("--recipe", help="one recipe's parts only")
+    e.add_argument("--reviewed-only", action="store_true", help="only parts an operator reviewed")
+    e.add_argument(
+        "--unreviewed-fails",
+        action="store_true",
+        help="also export unreviewed fails, as defects of their first counting class",
+    )
+    e.add_argument("--folder", help="the archive folder (default: archive.folder of the station)")
+    e.add_argument("--station-dir", help=STATION_DIR_HELP)
+    e.set_defaults(func=cmd_archive)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_schema,
     add_serve,
@@ -638,6 +746,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_calibrate,
     add_evaluate,
     add_retune,
+    add_archive,
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 
@@ -22,6 +23,9 @@ from lineinspect.http.deps import HttpServices
 from lineinspect.http.errors import install_error_handlers
 from lineinspect.http.pool import InspectionPool
 from lineinspect.http.routes import health, inspections
+
+if TYPE_CHECKING:  # the line runtime is not imported for a type
+    from lineinspect.line.station import FrameArchive
 
 # Routers every app has; extra ones come after them.
 CORE_ROUTERS: tuple[APIRouter, ...] = (health.router, inspections.router)
@@ -35,6 +39,7 @@ def create_app(
     api_key: str | None = None,
     routers: Sequence[APIRouter] = (),
     result_sinks: Sequence[ResultSink] = (),
+    archive: FrameArchive | None = None,
 ) -> FastAPI:
     """Build the HTTP app around a ready Inspector.
 
@@ -43,6 +48,7 @@ def create_app(
     api_key: required in X-API-Key on mutating endpoints when not empty.
     routers: further routers to serve (results, status, metrics, dashboard).
     result_sinks: called with each upload's result.
+    archive: keeps uploads' frames by its rules (their result's image.ref); None: none.
 
     The inspection pool lives between the app's start-up and shutdown, so
     serve the app with a lifespan (uvicorn does; use `with TestClient(app)`).
@@ -53,6 +59,7 @@ def create_app(
         station_path=station_path,
         api_key=api_key or None,
         result_sinks=ResultSinks(result_sinks),
+        archive=archive,
     )
 
     @asynccontextmanager

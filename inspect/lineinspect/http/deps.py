@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Request
 
@@ -17,6 +17,9 @@ from lineinspect.core.inspector import Inspector
 from lineinspect.core.result import ResultSinks
 from lineinspect.http.errors import ApiError
 from lineinspect.http.pool import InspectionPool
+
+if TYPE_CHECKING:  # the line runtime is not imported for a type
+    from lineinspect.line.station import FrameArchive
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -27,7 +30,8 @@ class HttpServices:
 
     `pool` exists between the app's start-up and shutdown (lifespan).
     `result_sinks` are called with every upload's result (local store,
-    dashboard feed); a sink that raises is logged and skipped.
+    dashboard feed); a sink that raises is logged and skipped. `archive` takes
+    the frames of uploads by its rules (None: none are kept).
     """
 
     inspector: Inspector
@@ -35,6 +39,7 @@ class HttpServices:
     station_path: str | None = None
     api_key: str | None = None
     result_sinks: ResultSinks = field(default_factory=ResultSinks)
+    archive: FrameArchive | None = None
     pool: InspectionPool | None = field(default=None, repr=False)
 
 

@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from lineinspect.core.result import Result, Verdict
+from lineinspect.line.archive.archive import ArchiveStatus
 from lineinspect.line.capture.supervisor import CameraStatus
 from lineinspect.line.results_store import source_of
 from lineinspect.line.status import BrokerStatus, RejectStatus, StationStatus, StatusProvider
@@ -156,6 +157,7 @@ class _StatusCollector(Collector):
             *_reject_families(status.reject),
             *_alarm_families(status),
             *_count_families(status.counts),
+            *_archive_families(status.archive),
         ]
 
 
@@ -289,6 +291,40 @@ def _count_families(counts: dict[str, int]) -> list[Metric]:
         for name, value in counts.items()
         if name not in verdicts
     ]
+
+
+_ARCHIVE_COUNTERS = {
+    "kept": "Frames written to the image archive.",
+    "sampled_out": "Passed parts whose frame the sampling rule left out (archive.pass_sample_every).",
+    "skipped_busy": "Frames not kept because the archive's writer was behind (its queue was full).",
+    "skipped_failing": "Frames not kept while the archive was failing (disk full, unwritable, index).",
+    "write_errors": "Frames whose write failed (disk full, unwritable folder, index error).",
+    "evicted": "Frames removed for the disk budget or the age limit.",
+    "reviews": "Reviews recorded (confirmed defect, false reject, escape, confirmed good).",
+}
+
+
+def _archive_families(archive: ArchiveStatus | None) -> list[Metric]:
+    """The image archive: its state, disk use against its budget, its queue, and what it kept or skipped."""
+    if archive is None:
+        return []
+    families: list[Metric] = [
+        _gauge("archive_state", "1 for the image archive's state (ok, failing, off).", 1, {"state": archive.state}),
+        _gauge("archive_used_bytes", "Bytes the image archive uses (frames and index).", archive.used_bytes),
+        _gauge("archive_budget_bytes", "The image archive's disk budget (archive.budget_bytes).", archive.budget_bytes),
+        _gauge("archive_frames", "Frames the image archive holds.", archive.frames),
+        _gauge("archive_queue_depth_frames", "Frames waiting for the archive's writer.", archive.queue_depth),
+        _gauge(
+            "archive_queue_size_frames", "Capacity of the archive's queue (archive.queue_frames).", archive.queue_size
+        ),
+    ]
+    for name, doc in _ARCHIVE_COUNTERS.items():
+        families.append(
+            _counter(
+                f"archive_{name}_frames" if name != "reviews" else "archive_reviews", doc, archive.counters.get(name, 0)
+            )
+        )
+    return families
 
 
 __all__ = ["CONTENT_TYPE", "StationMetrics"]

@@ -343,6 +343,8 @@ class ResultStore:
         since: datetime | None = None,
         until: datetime | None = None,
         before_sequence: int | None = None,
+        part_id: str | None = None,
+        result_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
@@ -351,14 +353,22 @@ class ResultStore:
         camera: one camera id. verdict: one verdict or several (e.g. fail + undecided = the rejects).
         source: `camera` or `upload`. since/until: decided at or after `since`, before `until`
         (tz-aware). before_sequence: only results with a smaller station sequence (paging through
-        camera results; uploads have none). limit: 1–1000; offset: rows to skip.
+        camera results; uploads have none). part_id, result_id: that part or result only (a look-up: "why was
+        A123 rejected?"). limit: 1–1000; offset: rows to skip.
         """
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit must be 1–{MAX_QUERY_LIMIT} (got {limit})")
         if offset < 0:
             raise ValueError(f"offset must be 0 or more (got {offset})")
         where, args = self._filters(
-            camera=camera, verdict=verdict, source=source, since=since, until=until, before_sequence=before_sequence
+            camera=camera,
+            verdict=verdict,
+            source=source,
+            since=since,
+            until=until,
+            before_sequence=before_sequence,
+            part_id=part_id,
+            result_id=result_id,
         )
         sql = f"SELECT payload FROM results{where} ORDER BY id DESC LIMIT ? OFFSET ?"
         with self._lock:
@@ -450,6 +460,8 @@ class ResultStore:
         since: datetime | None = None,
         until: datetime | None = None,
         before_sequence: int | None = None,
+        part_id: str | None = None,
+        result_id: str | None = None,
         table: str = "",
     ) -> tuple[str, tuple[Any, ...]]:
         """A WHERE clause and its arguments; `table` prefixes the column names (e.g. "r.")."""
@@ -478,6 +490,13 @@ class ResultStore:
         if before_sequence is not None:
             clauses.append(f"{table}sequence < ?")
             args.append(before_sequence)
+        if result_id is not None:
+            clauses.append(f"{table}result_id = ?")
+            args.append(result_id)
+        if part_id is not None:
+            # No column of its own: a look-up by part is rare, a scan of the payloads is fast enough for it.
+            clauses.append(f"json_extract({table}payload, '$.part_id') = ?")
+            args.append(part_id)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return where, tuple(args)
 

@@ -32,7 +32,7 @@ from lineinspect.core.inspector import Inspector, UnknownRecipe, with_decode_tim
 from lineinspect.core.overlay import draw_overlay, encode_overlay
 from lineinspect.core.result import Result, UndecidedKind, result_schema
 from lineinspect.errors import ImageError
-from lineinspect.http.deps import API_KEY_HEADER, ApiKeyChecked, PoolDep, Services
+from lineinspect.http.deps import API_KEY_HEADER, ApiKeyChecked, HttpServices, PoolDep, Services
 from lineinspect.http.errors import ApiError, ErrorBody
 from lineinspect.http.pool import PoolFull, PoolTimeout
 
@@ -75,6 +75,7 @@ class InspectedUpload:
     result: Result
     overlay: bytes | None = None
     overlay_media_type: str | None = None
+    frame: Frame | None = None  # the decoded upload, for the image archive
 
 
 def inspect_upload(
@@ -104,14 +105,14 @@ def inspect_upload(
     frame = Frame(image=image, source=name, camera_id=camera_id)
     result = with_decode_time(inspector.inspect(frame, recipe_id), decode_ms)
     if not annotate:
-        return InspectedUpload(result)
+        return InspectedUpload(result, frame=frame)
     media_type = "image/jpeg" if sniff_format(data) == "JPEG" else "image/png"
     try:
         overlay = encode_overlay(draw_overlay(image, result), media_type)
     except Exception:  # the verdict matters more than the picture
         log.exception("drawing the overlay of upload %s failed", name)
-        return InspectedUpload(result)
-    return InspectedUpload(result, overlay, media_type)
+        return InspectedUpload(result, frame=frame)
+    return InspectedUpload(result, overlay, media_type, frame)
 
 
 def _result_schema_for_docs() -> dict[str, Any]:
@@ -249,7 +250,8 @@ async def create_inspection(
         )
         inspected = InspectedUpload(undecided)
 
-    result = inspected.result.stamped(station=services.station_path)
+    image_ref = _archive(services, inspected)
+    result = inspected.result.stamped(station=services.station_path, image_ref=image_ref)
     services.result_sinks(result)
     log.info("upload %s: %s (%s)", filename, result.verdict.value, result.reason)
     payload = result.to_payload()
@@ -262,6 +264,17 @@ async def create_inspection(
             "base64": base64.b64encode(inspected.overlay).decode("ascii"),
         }
     return JSONResponse({"result": payload, "annotated_image": annotated})
+
+
+def _archive(services: HttpServices, inspected: InspectedUpload) -> str | None:
+    """The upload's frame to the image archive (same rules as the line's); its image.ref or None."""
+    if services.archive is None or inspected.frame is None:
+        return None
+    try:
+        return services.archive.keep(inspected.result, inspected.frame)
+    except Exception:  # a failing archive must not fail the upload
+        log.exception("image archive failed for upload result %s", inspected.result.result_id)
+        return None
 
 
 def _check_recipe(inspector: Inspector, recipe_id: str) -> None:

@@ -79,7 +79,8 @@ def results_router(store: ResultStore) -> APIRouter:
         "",
         summary="Recent results, newest first",
         description="Filter by camera, verdict (repeat or comma-separate: `verdict=fail,undecided` = the "
-        "rejects), source (`camera` or `upload`) and decided time; page with `offset` or `before_sequence`.",
+        "rejects), source (`camera` or `upload`), decided time, `part_id` or `result_id`; page with `offset` or "
+        "`before_sequence`.",
         responses=_BAD_QUERY,
     )
     def list_results(
@@ -93,6 +94,10 @@ def results_router(store: ResultStore) -> APIRouter:
         before_sequence: Annotated[
             int | None, Query(ge=0, description="Only results with a smaller station sequence (paging).")
         ] = None,
+        part_id: Annotated[
+            str | None, Query(description="Only this part (its part_id, as the PLC or MES gave it).", max_length=200)
+        ] = None,
+        result_id: Annotated[str | None, Query(description="Only this result.", max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT, description="At most this many results.")] = 100,
         offset: Annotated[int, Query(ge=0, le=10_000_000, description="Skip this many newest matches.")] = 0,
     ) -> dict[str, Any]:
@@ -104,6 +109,8 @@ def results_router(store: ResultStore) -> APIRouter:
             since=since,
             until=until,
             before_sequence=before_sequence,
+            part_id=part_id,
+            result_id=result_id,
             limit=limit,
             offset=offset,
         )
