@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from lineinspect.core.clock import utc_now
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
 from lineinspect.core.result import Verdict
+from lineinspect.http.server import bind_socket, make_server, url_of
 from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.metrics import StationMetrics
@@ -29,6 +33,7 @@ from lineinspect.line.results_store import ResultStore
 from lineinspect.line.status import OfflineStatus
 from tests.helpers.line_results import line_result
 from tests.helpers.station_dir import bad_part, encode, good_part, write_station
+from tests.helpers.waiting import wait_for
 from tests.integration.test_http_inspections import assert_error
 
 API_KEY = "secret-key"
@@ -322,3 +327,59 @@ def test_a_16_bit_frame_is_kept_and_served_at_16_bit(served: Served) -> None:
     served_image = png(served.client.get(f"/v1/results/{result.result_id}/image"))
     assert served_image.dtype == np.uint16 and np.array_equal(served_image, image)
     png(served.client.get(f"/v1/results/{result.result_id}/image", params={"overlay": "true"}))
+
+
+# --- the dashboard in a real browser ---------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def uvicorn_url(served: Served) -> Iterator[str]:
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(served.client.app, log_level="warning", access_log=False)  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=10, what="uvicorn started")
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make system-deps installs it)")
+def test_the_dashboard_shows_rejects_with_pictures_and_finds_a_part_by_id(
+    served: Served, uvicorn_url: str, tmp_path: Path
+) -> None:
+    failed = upload(served.client, bad_part(), "bad.png")
+    served.archive.flush()
+    assert CHROMIUM is not None
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        f"{uvicorn_url}/dashboard#find={failed['result_id']}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    dom = done.stdout
+    assert 'id="gallery"' in dom, f"chromium printed no page (exit {done.returncode}): {done.stderr[-2000:]}"
+    gallery = dom.split('id="gallery"', 1)[1].split("</section>", 1)[0]
+    thumb = f'src="/v1/results/{failed["result_id"]}/image?overlay=true&amp;max_width=160"'
+    assert thumb in gallery
+    part = dom.split('id="part"', 1)[1].split("</section>", 1)[0]
+    assert 'class="wide open" id="part"' in dom  # the part page opened itself from #find=
+    assert "1 part(s) found for " + failed["result_id"] in part
+    assert f'src="/v1/results/{failed["result_id"]}/image?overlay=true"' in part  # the full image
+    assert 'id="overlay-toggle"' in part and 'data-label="confirmed_defect"' in part
+    assert "<td>anomaly</td>" in part  # the defects table
+    served_image = served.client.get(f"/v1/results/{failed['result_id']}/image", params={"overlay": "true"})
+    assert served_image.status_code == 200
