@@ -42,6 +42,7 @@ from lineinspect.line.station import (
     Station,
 )
 from lineinspect.line.status import PartCounts, StatusProvider
+from lineinspect.line.watch import LinkWatch
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by the commands that serve it
     from fastapi import FastAPI
@@ -226,6 +227,14 @@ def build_station(
             station_dir=station_dir,
         )
         events = StationEvents(publisher)
+        watch = LinkWatch(
+            publisher.stats,
+            events,
+            alarm_after_s=settings.alarm_after_s,
+            outbox_max_rows=settings.outbox_max_rows,
+            outbox_full_alarm_s=settings.outbox_full_alarm_s,
+            where=f"{settings.host}:{settings.port}",
+        )
         run_id = new_run_id()
         journal = PartJournal(
             outbox,
@@ -288,6 +297,7 @@ def build_station(
             workers=workers,
             run_id=run_id,
             journal=journal,
+            watch=watch,
             provenance=inspector.provenance,
             tracker=reject.tracker if reject is not None else None,
             line_rate_parts_per_min=config.line.trigger_rate_parts_per_min,

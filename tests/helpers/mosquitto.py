@@ -7,6 +7,7 @@ the same port, so outage tests can take the broker away and return it.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -78,7 +79,19 @@ class Mosquitto:
             self.process.stderr.close()
         self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker hangs with its connections open (nothing is answered, nothing is closed)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused broker cannot be reaped otherwise
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -43,6 +43,7 @@ def write_line_station(
     camera: dict[str, Any] | None = None,
     line: dict[str, Any] | None = None,
     recipes: list[dict[str, Any]] | None = None,
+    mqtt: dict[str, Any] | None = None,
     **sections: Any,
 ) -> list[str]:
     """station.yaml + cameras/cam1.yaml (folder camera, software trigger, looping over `parts`)."""
@@ -50,7 +51,7 @@ def write_line_station(
     write_station(
         station_dir,
         recipes=recipes,
-        mqtt={"port": mqtt_port, "outbox_file": "var/outbox.sqlite", **FAST_MQTT},
+        mqtt={"port": mqtt_port, "outbox_file": "var/outbox.sqlite", **FAST_MQTT, **(mqtt or {})},
         line={"budget_ms": 2000, "inspection_threads": 1, "drain_timeout_s": 3, **(line or {})},
         **sections,
     )

@@ -122,6 +122,19 @@ class MqttSettings(BaseModel):
         description="Most results the outbox holds while the broker is unreachable (an alarm is raised at 80 %). "
         "When full, new parts are undecided (rejected) and an alarm is raised; none is silently dropped.",
     )
+    alarm_after_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="A broker unreachable, or connected but not acknowledging results, for this long (s) raises "
+        "an alarm (broker_unreachable, broker_not_acknowledging); it clears once results are acknowledged again.",
+    )
+    outbox_full_alarm_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Alarm (outbox_filling) when, at the rate it has grown over the last minute, the outbox "
+        "would be full within this many seconds.",
+    )
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> MqttSettings:
@@ -174,6 +187,8 @@ class PublisherStats:
     outbox_depth: int
     outbox_alarm: bool
     last_error: str | None
+    disconnected_for_s: float | None = None  # None while connected
+    oldest_unacked_s: float | None = None  # how long the oldest result in flight has waited for its PUBACK
 
 
 def tls_context(tls: MqttTls, station_dir: Path) -> ssl.SSLContext:
@@ -243,12 +258,17 @@ class ResultPublisher:
         self._disconnects = 0
         self._last_error: str | None = None
         self._camera_status: dict[str, str] = {}
+        # The station's status as it is now; sent on every connect, never a queued older one.
+        self._status: tuple[str, dict[str, Any]] = ("online", {})
+        self._disconnected_since_ns: int | None = time.monotonic_ns()
+        self._oldest_unacked_ns: int | None = None
         self._closing = False
         self._published = 0
         self._acked = 0
         self._resent = 0
         # Owned by the sender thread only: mid → sequence of results handed to paho and not yet acknowledged.
         self._in_flight: dict[int, int] = {}
+        self._sent_ns: dict[int, int] = {}  # mid → when it was handed to paho
         self._in_flight_count = 0
         self._sender: threading.Thread | None = None
 
@@ -334,8 +354,17 @@ class ResultPublisher:
         return stamped
 
     def publish_status(self, state: str, **fields: Any) -> None:
-        """Retained station status (`online`, `offline`, `alarm`, …) with extra JSON fields; not queued durably."""
-        self._client.publish(self.topics.status, self._status_payload(state, **fields), 1, True)
+        """The station's retained status (`online`, `alarm`, …) with extra JSON fields; it is the current one.
+
+        Sent at once while connected; while not, only kept (paho would queue it, and queued older statuses
+        would arrive after the one sent on reconnect and leave a stale retained value). Every connect sends
+        the latest.
+        """
+        with self._state_lock:
+            self._status = (state, dict(fields))
+            connected = self._connected
+        if connected:
+            self._client.publish(self.topics.status, self._status_payload(state, **fields), 1, True)
 
     def publish_event(self, topic: str, payload: dict[str, Any]) -> None:
         """An event (alarm, dry-run reject) at QoS 1, not retained and not queued durably: results are
@@ -343,14 +372,18 @@ class ResultPublisher:
         self._client.publish(topic, json.dumps({"at": utc_now_iso("milliseconds"), **payload}), 1, False)
 
     def publish_camera_status(self, camera_id: str, state: str, **fields: Any) -> None:
-        """Retained status of one camera; sent again after every reconnect."""
+        """Retained status of one camera; like the station's, sent while connected and again after every connect."""
         payload = json.dumps({"state": state, "camera_id": camera_id, "at": utc_now_iso("milliseconds"), **fields})
         with self._state_lock:
             self._camera_status[camera_id] = payload
-        self._client.publish(self.topics.camera_status(camera_id), payload, 1, True)
+            connected = self._connected
+        if connected:
+            self._client.publish(self.topics.camera_status(camera_id), payload, 1, True)
 
     def stats(self) -> PublisherStats:
+        now = time.monotonic_ns()
         with self._state_lock:
+            down, oldest = self._disconnected_since_ns, self._oldest_unacked_ns
             return PublisherStats(
                 connected=self._connected,
                 published=self._published,
@@ -360,6 +393,8 @@ class ResultPublisher:
                 outbox_depth=self.outbox.depth(),
                 outbox_alarm=self.outbox.alarm,
                 last_error=self._last_error,
+                disconnected_for_s=None if down is None else round((now - down) / 1e9, 3),
+                oldest_unacked_s=None if oldest is None else round((now - oldest) / 1e9, 3),
             )
 
     # -- paho callbacks (paho's network thread) --------------------------------------------------
@@ -383,13 +418,12 @@ class ResultPublisher:
             return
         with self._state_lock:
             self._connected = True
+            self._disconnected_since_ns = None
             self._last_error = None
-            cameras = list(self._camera_status.items())
         log.info("MQTT: connected to %s (session present: %s)", self._where, flags.session_present)
-        client.publish(self.topics.status, self._status_payload("online"), 1, True)
-        for camera_id, payload in cameras:
-            client.publish(self.topics.camera_status(camera_id), payload, 1, True)
-        self._events.put(("wake", 0))
+        # Not from here: paho re-sends what was in flight at the disconnect right after this callback, and an
+        # older status among those would land last. The sender thread publishes the current state after them.
+        self._events.put(("connected", 0))
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._set_error(
@@ -409,6 +443,8 @@ class ResultPublisher:
             was_connected = self._connected
             self._connected = False
             self._disconnects += 1
+            if was_connected:
+                self._disconnected_since_ns = time.monotonic_ns()
         if was_connected and not self._closing:
             self._set_error(f"lost the connection to MQTT broker {self._where} ({reason_code}); reconnecting")
         self._events.put(("wake", 0))
@@ -441,10 +477,13 @@ class ResultPublisher:
                 for kind, mid in events:
                     if kind == "ack":
                         sequence = self._in_flight.pop(mid, None)
+                        self._sent_ns.pop(mid, None)
                         if sequence is not None:  # else: a status message
                             self.outbox.ack(sequence)
                             with self._state_lock:
                                 self._acked += 1
+                    elif kind == "connected":
+                        self._publish_current()
                     elif kind == "stop":
                         stop = True
                 if stop:
@@ -461,8 +500,10 @@ class ResultPublisher:
                     hold = False
                 if connected and not hold:
                     last_handed = self._fill_window(last_handed)
+                oldest = min(self._sent_ns.values(), default=None)
                 with self._state_lock:
                     self._in_flight_count = len(self._in_flight)
+                    self._oldest_unacked_ns = oldest
             except Exception as exc:  # the sender must outlive any one bad moment (disk error, …)
                 log.exception("MQTT sender: %s", exc)
                 self._set_error(f"MQTT sender: {exc}")
@@ -480,10 +521,20 @@ class ResultPublisher:
                 break
             # NO_CONN: paho keeps the message and sends it on reconnect, in order; it is in flight.
             self._in_flight[info.mid] = entry.sequence
+            self._sent_ns[info.mid] = time.monotonic_ns()
             last_handed = entry.sequence
             with self._state_lock:
                 self._published += 1
         return last_handed
+
+    def _publish_current(self) -> None:
+        """Sender thread, after a connect: the station's current status and every camera's latest status."""
+        with self._state_lock:
+            state, fields = self._status
+            cameras = list(self._camera_status.items())
+        self._client.publish(self.topics.status, self._status_payload(state, **fields), 1, True)
+        for camera_id, payload in cameras:
+            self._client.publish(self.topics.camera_status(camera_id), payload, 1, True)
 
     # -- small parts -----------------------------------------------------------------------------
 

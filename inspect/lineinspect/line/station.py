@@ -50,6 +50,7 @@ from lineinspect.line.status import (
     StationInfo,
     StationStatus,
 )
+from lineinspect.line.watch import LinkWatch
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +415,7 @@ class Station:
         workers: Sequence[PartWorker],
         run_id: str,
         journal: PartJournal | None = None,
+        watch: LinkWatch | None = None,
         provenance: Callable[[str | None], Provenance | None] = lambda _recipe: None,
         tracker: RejectTracker | None = None,
         line_rate_parts_per_min: float | None = None,
@@ -432,6 +434,7 @@ class Station:
         self.fanout = fanout
         self.run_id = run_id
         self.journal = journal
+        self.watch = watch
         self.provenance = provenance
         self.supervisors = {s.camera_id: s for s in supervisors}
         self.workers = list(workers)
@@ -455,6 +458,8 @@ class Station:
         self._started_at = utc_now()
         try:
             self.publisher.start()
+            if self.watch is not None:
+                self.watch.start()
             if self.tracker is not None:
                 try:
                     self.tracker.start()  # refuses an unreachable actuator
@@ -507,6 +512,8 @@ class Station:
             linger_ms = (settings.delay_ms or 0.0) + settings.pulse_width_ms
             time.sleep(min(linger_ms / 1000, self.drain_timeout_s))
             tracker.close()
+        if self.watch is not None:
+            self.watch.stop()
         self.publisher.close(drain_timeout_s=min(2.0, self.drain_timeout_s) if self.drain_timeout_s else 0.0)
         self.outbox.close()
         if self.broker is not None:
