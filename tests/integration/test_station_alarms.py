@@ -1,0 +1,105 @@
+"""Alarms as the plant sees them: each raised by its condition and cleared when it ends, the same in
+`/v1/status`, `/metrics` and the retained MQTT status (a real Mosquitto, a running station, a real full disk)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from lineinspect.line.metrics import StationMetrics
+from lineinspect.line.station import Station
+from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.small_disk import fill, small_disk
+from tests.helpers.station_runtime import running_station, subscribed, write_line_station
+from tests.helpers.subscriber import Subscriber
+from tests.helpers.waiting import wait_for
+
+LINE = {"trigger_rate_parts_per_min": 600}
+
+
+def active(station: Station) -> set[str]:
+    """Active alarm kinds as /v1/status lists them."""
+    return {a["kind"] for a in station.status().to_payload()["alarms"]}
+
+
+def metric_alarms(station: Station) -> set[str]:
+    """Active alarm kinds as /metrics exports them."""
+    text = StationMetrics().exposition(station.status).decode()
+    return {
+        s.labels["kind"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "lineinspect_alarm_active" and s.value == 1
+    }
+
+
+def retained_status(port: int) -> dict[str, object]:
+    """The station status a consumer connecting now is given (the retained message)."""
+    with subscribed(port) as late:
+        late.wait_until(lambda: bool(late.received("/lineinspect/teststation/status")), 5, "retained status")
+        status: dict[str, object] = late.received("/lineinspect/teststation/status")[-1].json()
+        return status
+
+
+def alarm_events(sub: Subscriber) -> list[tuple[str, bool]]:
+    return [(m.json()["kind"], m.json()["active"]) for m in sub.received("/alarm")]
+
+
+def test_a_broker_away_is_an_alarm_everywhere_until_it_is_back(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    write_line_station(tmp_path, mosquitto.port, parts="g", line=LINE, mqtt={"alarm_after_s": 1})
+    with running_station(tmp_path) as station:
+        wait_for(lambda: station.publisher.stats().connected, 5, "connected")
+        mosquitto.stop()
+        wait_for(lambda: "broker_unreachable" in active(station), 10, "broker_unreachable raised")
+        assert "broker_unreachable" in metric_alarms(station)
+        assert station.status().to_payload()["broker"]["disconnected_for_s"] > 1
+        mosquitto.start()
+        wait_for(lambda: "broker_unreachable" not in active(station), 10, "broker_unreachable cleared")
+        assert "broker_unreachable" not in metric_alarms(station)
+        # The retained status is the present one: online, no alarms (not the alarm raised while away).
+        wait_for(lambda: retained_status(mosquitto.port)["state"] == "online", 10, "retained status online")
+        assert retained_status(mosquitto.port)["alarms"] == []
+
+
+def test_a_hung_broker_is_an_alarm_while_it_acknowledges_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    write_line_station(tmp_path, mosquitto.port, parts="g", line=LINE, mqtt={"alarm_after_s": 1})
+    with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
+        wait_for(lambda: len(sub.results()) >= 3, 5, "results flowing")
+        mosquitto.pause()
+        try:
+            wait_for(lambda: "broker_not_acknowledging" in active(station), 10, "broker_not_acknowledging raised")
+            broker = station.status().to_payload()["broker"]
+            assert broker["connected"] is True and broker["oldest_unacked_s"] > 1  # the TCP link still looks fine
+            assert "broker_not_acknowledging" in metric_alarms(station)
+        finally:
+            mosquitto.resume()
+        wait_for(lambda: "broker_not_acknowledging" not in active(station), 10, "broker_not_acknowledging cleared")
+        sub.wait_until(lambda: ("broker_not_acknowledging", False) in alarm_events(sub), 5, "cleared on MQTT")
+    assert ("broker_not_acknowledging", True) in alarm_events(sub)
+
+
+def test_a_full_disk_makes_parts_undecided_and_an_alarm_that_clears_when_there_is_room(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    with small_disk(tmp_path / "disk", size_kib=1024) as disk:
+        write_line_station(
+            tmp_path, mosquitto.port, parts="g", line=LINE, mqtt={"outbox_file": str(disk / "outbox.sqlite")}
+        )
+        with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
+            wait_for(lambda: len(sub.results()) >= 3, 5, "results flowing")
+            filler = fill(disk)
+            wait_for(lambda: "outbox_refused" in active(station), 10, "outbox_refused raised")
+            (refusal,) = [a for a in station.status().to_payload()["alarms"] if a["kind"] == "outbox_refused"]
+            assert "database or disk is full" in refusal["message"]  # the real cause, not a rollback error
+            assert "outbox_refused" in metric_alarms(station)
+            wait_for(lambda: station.counts.snapshot()["outbox_refused"] >= 2, 5, "parts refused")
+            filler.unlink()
+            wait_for(lambda: not {"outbox_refused", "journal_refused"} & active(station), 10, "alarms cleared")
+            stored_again = len(sub.results())
+            sub.wait_until(lambda: len(sub.results()) >= stored_again + 3, 5, "results flowing again")
+            wait_for(lambda: retained_status(mosquitto.port)["state"] == "online", 10, "retained status online")
+        assert ("outbox_refused", True) in alarm_events(sub) and ("outbox_refused", False) in alarm_events(sub)
+        retained = [json.loads(m.payload) for m in sub.received("/lineinspect/teststation/status")]
+        assert any(s["state"] == "alarm" for s in retained)
