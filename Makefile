@@ -55,6 +55,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_station.py
 	$(BIN)/python bench/bench_reject.py
 	$(BIN)/python bench/bench_calibration.py
+	$(BIN)/python bench/bench_archive.py
 
 # Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).
 bench-tile: $(VENV)/.installed
