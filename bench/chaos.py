@@ -33,6 +33,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,9 @@ from lineinspect.core.result import Result
 from lineinspect.line.station import PartEntry
 
 REPO = Path(__file__).resolve().parents[1]
-PREFIX = "chaos/site/area/line/cell/lineinspect/chaos"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+BURST = 8  # parts triggered at once just before each station kill
+SPELL_S = 5.0
 
 
 def free_port() -> int:
@@ -107,7 +109,7 @@ class Mes:
         self.results: list[tuple[str | None, int | None, str, int, str | None]] = []
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="chaos-mes", clean_session=False)
         self.client.reconnect_delay_set(1, 1)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{PREFIX}/result", qos=1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("chaos/+/+/+/+/lineinspect/chaos/result", qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -238,9 +240,26 @@ def chaos(args: argparse.Namespace) -> None:
         broker_back_at: float | None = None
         filler: Path | None = None
         next_s = time.monotonic()
+
+        def send(part_id: str) -> tuple[str, int] | None:
+            try:
+                body = httpx.post(f"{station.url}/v1/cameras/cam1/trigger", json={"part_id": part_id}, timeout=2).json()
+                return str(body["run_id"]), int(body["trigger_id"])
+            except (httpx.TransportError, KeyError, ValueError):
+                return None
+
         for n in range(total):
             if n in station_kills:
+                # A burst at once, then the kill: parts are in flight when the process dies.
+                with ThreadPoolExecutor(BURST) as pool:
+                    answers = list(pool.map(send, [f"P{n}-burst{i}" for i in range(BURST)]))
                 station.kill()
+                triggered += BURST
+                for answer in answers:
+                    if answer is None:
+                        unanswered += 1
+                    else:
+                        accepted[answer] = time.monotonic()
                 station.start()
             if n in broker_kills:
                 broker.kill()
@@ -249,18 +268,20 @@ def chaos(args: argparse.Namespace) -> None:
                 broker.start()
                 broker_back_at = None
             if n == spell_at and disk is not None:
+                # The worst case: the broker away while the disk is full, so results must pile up on it.
                 filler = fill(disk)
-                refused_window.append((time.monotonic(), time.monotonic() + 3.0))
+                broker.kill()
+                broker_back_at = time.monotonic() + SPELL_S
+                refused_window.append((time.monotonic(), time.monotonic() + SPELL_S))
             if filler is not None and time.monotonic() >= refused_window[-1][1]:
                 filler.unlink()
                 filler = None
             triggered += 1
-            try:
-                answer = httpx.post(f"{station.url}/v1/cameras/cam1/trigger", json={"part_id": f"P{n}"}, timeout=2)
-                body = answer.json()
-                accepted[(body["run_id"], body["trigger_id"])] = time.monotonic()
-            except (httpx.TransportError, KeyError, ValueError):
+            answer = send(f"P{n}")
+            if answer is None:
                 unanswered += 1
+            else:
+                accepted[answer] = time.monotonic()
             next_s += period_s
             time.sleep(max(0.0, next_s - time.monotonic()))
         if filler is not None:
@@ -290,7 +311,7 @@ def chaos(args: argparse.Namespace) -> None:
     gaps = (sequences[-1] - sequences[0] + 1 - len(sequences)) if sequences else 0
     lost = [p for p in accepted if p not in by_part]
     in_spell = [p for p in lost if any(start - 0.5 <= accepted[p] <= end + 0.5 for start, end in refused_window)]
-    spell = "yes, 3 s" if spell_at >= 0 else "no (no tmpfs)"
+    spell = f"yes, {SPELL_S:g} s with the broker away" if spell_at >= 0 else "no (no tmpfs)"
     print(
         f"chaos at line rate ({args.rate:g} parts/s, {args.station_kills} station kills, "
         f"{args.broker_kills} broker kills, disk-full spell: {spell})"
@@ -319,6 +340,8 @@ def journal_cost(args: argparse.Namespace) -> None:
     finally:
         broker.close()
         shutil.rmtree(work, ignore_errors=True)
+    if args.rounds < 1:
+        return
     print(f"journal cost at {args.rate:g} parts/s, end-to-end p99 (trigger → result stored), {args.rounds} rounds")
     for journal in (True, False):
         values = p99s[journal]
