@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -277,3 +278,78 @@ def test_results_that_are_undecided_are_kept_like_fails(archive: ImageArchive) -
     assert archive.keep(undecided, frame_of()) is not None
     archive.flush()
     assert archive.frame(undecided.result_id).row.verdict == "undecided"
+
+
+def test_a_restart_removes_stray_frame_files_and_lists_a_kept_frame_without_its_file_as_lost(
+    tmp_path: Path, alarms: Alarms
+) -> None:
+    folder = tmp_path / "a"
+    gone, kept, evicted = result(), result(), result()
+    with open_archive(folder, alarms) as archive:
+        refs = {r.result_id: archive.keep(r, frame_of(i)) for i, r in enumerate((gone, kept, evicted))}
+        archive.flush()
+        # A kill between an eviction's commit and the removal of its file leaves the file behind.
+        archive.index.mark_gone(
+            [evicted.result_id], FrameState.EVICTED, "evicted to keep archive.budget_bytes", utc_now()
+        )
+    (folder / str(refs[gone.result_id])).unlink()  # removed by hand while the station was stopped
+    stray = folder / "2001-02-03" / "cam1" / "nobody.png"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(encode_png(frame_of(9).image))
+    not_ours = folder / "notes" / "sketch.png"  # outside the archive's layout: never touched
+    not_ours.parent.mkdir()
+    not_ours.write_bytes(b"mine")
+    with open_archive(folder, alarms) as archive:
+        status = archive.status()
+        with pytest.raises(NotKept, match="its file was missing when the archive started"):
+            archive.frame(gone.result_id)
+        assert np.array_equal(archive.frame(kept.result_id).image, frame_of(1).image)
+    on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    assert on_disk == sorted([str(refs[kept.result_id]), "notes/sketch.png"])
+    assert status.frames == 1 and status.used_bytes - (folder / INDEX_FILE).stat().st_size >= 0
+    assert status.recovered is not None
+    assert "1 kept frame(s) had no file" in status.recovered and "2 stray frame file(s)" in status.recovered
+    assert status.to_payload()["recovered"] == status.recovered
+
+
+def test_a_clean_restart_reports_nothing_recovered(tmp_path: Path, alarms: Alarms) -> None:
+    folder = tmp_path / "a"
+    with open_archive(folder, alarms) as archive:
+        archive.keep(result(), frame_of())
+        archive.flush()
+    with open_archive(folder, alarms) as archive:
+        assert archive.status().recovered is None and archive.status().frames == 1
+
+
+def test_the_budget_holds_while_a_batch_is_written_not_only_after_it(tmp_path: Path, alarms: Alarms) -> None:
+    """Room is made before each frame is written: bytes on disk never exceed the budget, even mid-batch (for a
+    budget larger than one batch of frames, as any real one is)."""
+    budget = 2_000_000
+    seen: list[int] = []
+
+    def written_all(archive: ImageArchive, count: int) -> bool:
+        seen.append(_bytes_on_disk(tmp_path / "a"))
+        return archive.status().counters["kept"] == count
+
+    with open_archive(tmp_path / "a", alarms, budget_bytes=budget, queue_frames=64) as archive:
+        for i in range(60):
+            archive.keep(result(), frame_of(i, (160, 200, 3)))  # ~96 kB of noise each
+        wait_for(lambda: written_all(archive, 60), 10, "60 frames written")
+        status = archive.status()
+    most = max(seen)
+    assert status.counters["evicted"] > 0
+    # A walk of the folder can meet a frame twice (in tmp/ and in its place, renamed meanwhile) and the index
+    # grows a little after each eviction: two frames' worth of slack. Writing before evicting was ~10 frames over.
+    assert most <= budget + 2 * 160 * 200 * 3, f"{most} bytes on disk, budget {budget}"
+    assert status.used_bytes <= budget
+
+
+def _bytes_on_disk(folder: Path) -> int:
+    """Frames and the index as the budget counts them (SQLite's small -shm memory map is not data)."""
+    total = 0
+    for path in folder.rglob("*"):
+        if path.name.endswith("-shm"):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # removed by the writer meanwhile
+            total += path.stat().st_size if path.is_file() else 0
+    return total

@@ -19,11 +19,12 @@ import contextlib
 import errno
 import logging
 import queue
+import re
 import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -64,6 +65,10 @@ _CLOSE_TIMEOUT_S = 10.0
 # Why the last results were not kept, for the 404 of GET /v1/results/{id}/image (bounded, in memory).
 _REASONS_KEPT = 20_000
 _STOP = object()
+# Why a frame whose row said `writing` at start-up has no file: the process ended between the two.
+LOST_AT_STOP = "the station stopped before the frame was written (killed or crashed); its result is complete"
+MISSING_AT_START = "its file was missing when the archive started (removed outside lineinspect?)"
+_DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Tombstones are only for messages; forgetting the old ones once a minute is plenty.
 _TOMBSTONE_PRUNE_INTERVAL_NS = 60_000_000_000
 
@@ -98,6 +103,8 @@ class ArchiveStatus:
     queue_depth: int
     queue_size: int
     counters: dict[str, int]  # kept, sampled_out, skipped_busy, skipped_failing, write_errors, evicted, reviews
+    # What the start-up found after an unclean stop (frames being written, stray files); None: all in order.
+    recovered: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -110,6 +117,7 @@ class ArchiveStatus:
             "queue_depth": self.queue_depth,
             "queue_size": self.queue_size,
             "counters": dict(self.counters),
+            "recovered": self.recovered,
         }
 
 
@@ -219,6 +227,7 @@ class ImageArchive:
         self._closed = False
         self._index: ArchiveIndex | None = None
         self._off_reason: str | None = None
+        self._recovered: str | None = None
         self._open()
         self._writer: threading.Thread | None = None
         if self._index is not None:
@@ -243,7 +252,7 @@ class ImageArchive:
             self._off(ArchiveAlarm.INDEX, str(exc))
             return
         try:
-            self._settle(index)
+            self._recovered = self._settle(index)
             self._used_bytes = index.kept_bytes()
             self._frames = index.count(FrameState.KEPT)
         except Exception as exc:  # sqlite3.Error on a damaged file: the archive is off, the station runs
@@ -256,11 +265,18 @@ class ImageArchive:
             return
         self._index = index
 
-    def _settle(self, index: ArchiveIndex) -> None:
-        """After a crash: a frame whose row says `writing` is kept if its file is in place, else lost."""
+    def _settle(self, index: ArchiveIndex) -> str | None:
+        """Make the index and the folder agree again after an unclean stop; what was found, or None.
+
+        A `writing` row is kept if its file is in place, else lost; a `kept` row without its file is lost; a
+        frame file that no `kept` row claims (its row evicted just before a kill, or never committed) and
+        half-written files in tmp/ are removed, so that nothing on disk is uncounted by the budget.
+        """
+        leftovers = 0
         for leftover in (self.folder / TMP_FOLDER).iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
+                leftovers += 1
         now = utc_now()
         lost: list[str] = []
         sizes: dict[str, int] = {}
@@ -271,11 +287,39 @@ class ImageArchive:
             else:
                 lost.append(row.result_id)
         index.mark_kept(sizes)
-        index.mark_gone(lost, FrameState.LOST, "the station stopped before the frame was written", now)
-        if sizes or lost:
-            log.info(
-                "image archive %s: after a restart %d frames were complete, %d lost", self.folder, len(sizes), len(lost)
-            )
+        index.mark_gone(lost, FrameState.LOST, LOST_AT_STOP, now)
+        kept = index.kept_refs()
+        on_disk = {path.relative_to(self.folder).as_posix(): path for path in self._frame_files()}
+        missing = [result_id for result_id, ref in kept.items() if ref not in on_disk]
+        index.mark_gone(missing, FrameState.LOST, MISSING_AT_START, now)
+        claimed = set(kept.values())
+        stray = 0
+        for ref, path in on_disk.items():
+            if ref not in claimed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    stray += 1
+        found = [
+            (len(sizes), "frame(s) being written when the station stopped were complete"),
+            (len(lost), "were lost (the station stopped before writing them)"),
+            (len(missing), "kept frame(s) had no file"),
+            (stray, "stray frame file(s) no row counted were removed"),
+            (leftovers, "half-written file(s) in tmp/ were removed"),
+        ]
+        if not any(n for n, _ in found):
+            return None
+        recovered = "at start-up: " + "; ".join(f"{n} {what}" for n, what in found if n)
+        log.warning("image archive %s: %s", self.folder, recovered)
+        return recovered
+
+    def _frame_files(self) -> Iterator[Path]:
+        """The frame files in the archive's own layout (`<day>/<owner>/<name>.png`); nothing else is touched."""
+        for day in self.folder.iterdir():
+            if not (_DAY_FOLDER.fullmatch(day.name) and day.is_dir()):
+                continue
+            for owner in day.iterdir():
+                if owner.is_dir():
+                    yield from (f for f in owner.glob("*.png") if f.is_file())
 
     def _off(self, kind: ArchiveAlarm, message: str) -> None:
         self._off_reason = message
@@ -341,6 +385,12 @@ class ImageArchive:
     # -- the writer ------------------------------------------------------------------------------
 
     def _run_writer(self) -> None:
+        index = self._index
+        assert index is not None
+        try:  # archive.budget_bytes may be lower than at the last run
+            self._evict(index)
+        except Exception:
+            log.exception("image archive %s: keeping the budget at start-up failed", self.folder)
         while True:
             try:
                 first = self._queue.get(timeout=_WAKE_S)
@@ -372,23 +422,44 @@ class ImageArchive:
     def _write(self, batch: list[_Job]) -> None:
         index = self._index
         assert index is not None
+        encoded: dict[str, bytes] = {}
+        failed: dict[ArchiveAlarm, tuple[list[_Job], str]] = {}
+        for job in batch:
+            try:
+                encoded[job.result.result_id] = encode_png(job.frame.image)
+            except ValueError as exc:
+                failed.setdefault(ArchiveAlarm.UNWRITABLE, ([], f"image archive: {exc}"))[0].append(job)
         try:
             index.begin_frames(_new_frame(job) for job in batch)
         except Exception as exc:
             self._lose(batch, ArchiveAlarm.INDEX, f"archive index {index.path} cannot be written ({exc})")
             return
         sizes: dict[str, int] = {}
-        failed: dict[ArchiveAlarm, tuple[list[_Job], str]] = {}
-        for job in batch:
-            problem = self._write_file(job)
+        for n, job in enumerate(batch):
+            data = encoded.get(job.result.result_id)
+            if data is None:
+                continue
+            try:
+                # Room first (for this frame and the batch's frames not yet counted), so that the budget holds
+                # while the batch is written, not only after it.
+                self._evict(index, room_bytes=sum(sizes.values()) + len(data))
+            except Exception as exc:
+                rest = [j for j in batch[n:] if j.result.result_id in encoded]
+                failed[ArchiveAlarm.INDEX] = (rest, f"archive index {index.path} cannot be written ({exc})")
+                break
+            problem = self._write_file(job, data)
             if problem is None:
-                sizes[job.result.result_id] = (self.folder / job.ref).stat().st_size
+                sizes[job.result.result_id] = len(data)
             else:
                 kind, message = problem
                 failed.setdefault(kind, ([], message))[0].append(job)
         try:
             index.mark_kept(sizes)
         except Exception as exc:
+            for job in batch:  # written, but no row counts them: they would only take up the budget's disk
+                if job.result.result_id in sizes:
+                    with contextlib.suppress(OSError):
+                        (self.folder / job.ref).unlink()
             self._lose(batch, ArchiveAlarm.INDEX, f"archive index {index.path} cannot be written ({exc})")
             return
         for kind, (jobs, message) in failed.items():
@@ -400,10 +471,10 @@ class ImageArchive:
         if sizes:
             for kind in [k for k in ArchiveAlarm if k not in failed]:
                 self._clear(kind, f"image archive {self.folder}: frames are written again")
-        self._evict(index)
+        self._evict(index)  # the index itself grew by the batch's rows
 
-    def _write_file(self, job: _Job) -> tuple[ArchiveAlarm, str] | None:
-        """Write one frame (tmp file, then rename); None, or the alarm it raises and its message."""
+    def _write_file(self, job: _Job, data: bytes) -> tuple[ArchiveAlarm, str] | None:
+        """Write one encoded frame (tmp file, then rename); None, or the alarm it raises and its message."""
         try:
             free = shutil.disk_usage(self.folder).free
         except OSError as exc:
@@ -416,7 +487,6 @@ class ImageArchive:
         target = self.folder / job.ref
         tmp = self.folder / TMP_FOLDER / f"{job.result.result_id}.png"
         try:
-            data = encode_png(job.frame.image)
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             tmp.replace(target)
@@ -429,8 +499,6 @@ class ImageArchive:
                 f"image archive {self.folder}: cannot write {target.relative_to(self.folder)} ({exc.strerror or exc}); "
                 "check that archive.folder is a writable folder"
             )
-        except ValueError as exc:
-            return ArchiveAlarm.UNWRITABLE, f"image archive: {exc}"
         return None
 
     def _lose(self, jobs: Sequence[_Job], kind: ArchiveAlarm, message: str) -> None:
@@ -443,8 +511,9 @@ class ImageArchive:
                 self._index.mark_gone([j.result.result_id for j in jobs], FrameState.LOST, message, utc_now())
         self._raise(kind, message)
 
-    def _evict(self, index: ArchiveIndex) -> None:
-        """Keep the age limit and the disk budget (frames + index)."""
+    def _evict(self, index: ArchiveIndex, room_bytes: int = 0) -> None:
+        """Keep the age limit and the disk budget (frames + index), leaving `room_bytes` for frames about to be
+        written."""
         now = utc_now()
         cutoff = now - timedelta(days=self.settings.max_age_days)
         while rows := index.older_than(cutoff, _EVICT_BATCH):
@@ -452,11 +521,11 @@ class ImageArchive:
         if time.monotonic_ns() >= self._next_tombstone_prune_ns:
             self._next_tombstone_prune_ns = time.monotonic_ns() + _TOMBSTONE_PRUNE_INTERVAL_NS
             index.forget_tombstones(cutoff)
-        while self._used_bytes + index.file_bytes() > self.settings.budget_bytes:
+        while self._used_bytes + index.file_bytes() + room_bytes > self.settings.budget_bytes:
             rows = index.eviction_candidates(_EVICT_BATCH)
             if not rows:
                 return
-            over = self._used_bytes + index.file_bytes() - self.settings.budget_bytes
+            over = self._used_bytes + index.file_bytes() + room_bytes - self.settings.budget_bytes
             chosen: list[FrameRow] = []
             for row in rows:
                 chosen.append(row)
@@ -466,10 +535,12 @@ class ImageArchive:
             self._remove(index, chosen, f"evicted to keep archive.budget_bytes ({self.settings.budget_bytes})", now)
 
     def _remove(self, index: ArchiveIndex, rows: list[FrameRow], why: str, now: datetime) -> None:
+        # The rows first: a kill before the files go leaves stray files (removed at the next start), never a
+        # `kept` row without its file.
+        index.mark_gone([r.result_id for r in rows], FrameState.EVICTED, f"{why} on {iso_utc(now, 'seconds')}", now)
         for row in rows:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / row.ref).unlink()
-        index.mark_gone([r.result_id for r in rows], FrameState.EVICTED, f"{why} on {iso_utc(now, 'seconds')}", now)
         with self._lock:
             self._used_bytes -= sum(r.size_bytes for r in rows)
             self._frames -= len(rows)
@@ -562,6 +633,7 @@ class ImageArchive:
             queue_depth=self._queue.qsize(),
             queue_size=self.settings.queue_frames,
             counters=counters,
+            recovered=self._recovered,
         )
 
     # -- life ------------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 WAL with `synchronous=NORMAL`, like the outbox and the results store: a SIGKILLed process loses nothing
 committed. A frame's row is committed as `writing` before its file is written and becomes `kept` after
 the file is in place (written to `tmp/`, then renamed: a file either exists whole or not at all), so
-at the next start a `writing` row is settled by looking at the disk (`ArchiveIndex.settle`): the file
-is there (kept) or not (lost). Rows of frames gone (evicted, lost) stay as tombstones so that
-`GET /v1/results/{id}/image` can say why, until they are older than the age limit.
+at the next start a `writing` row is settled by looking at the disk (`ImageArchive` at start-up): the
+file is there (kept) or not (lost). An evicted frame's row says so before its file is removed, so a kill
+in between leaves a stray file (removed at the next start), never a `kept` row without its file. Rows of
+frames gone (evicted, lost) stay as tombstones so that `GET /v1/results/{id}/image` can say why, until
+they are older than the age limit.
 
 Reviews are audit records: inserted, never updated or deleted, and never removed with their frame.
 """
@@ -16,7 +18,8 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -113,6 +116,9 @@ _FRAME_COLUMNS = (
     "result_id, ref, state, source, camera_id, part_id, recipe_id, verdict, decided_us, model_sha256, bytes,"
     " priority, payload, gone_why, gone_us"
 )
+
+
+_RAISE_PRIORITY = "UPDATE frames SET priority = MAX(priority, ?) WHERE result_id = ?"
 
 
 def _frame(row: Sequence[Any]) -> FrameRow:
@@ -260,20 +266,28 @@ class ArchiveIndex:
             [(state.value, why, epoch_us(at), result_id) for result_id in result_ids],
         )
 
-    def raise_priority(self, result_id: str, priority: int) -> None:
-        self._write("UPDATE frames SET priority = MAX(priority, ?) WHERE result_id = ?", [(priority, result_id)])
-
     def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
+        with self._transaction():
+            self._conn.executemany(sql, rows)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Under the lock: BEGIN IMMEDIATE … COMMIT; on failure roll back what SQLite has not already.
+
+        SQLite rolls a failed commit back itself in some cases (SQLITE_FULL); a second ROLLBACK would only fail
+        again, so the first error is the one raised.
+        """
         with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(sql, rows)
+                yield
                 self._conn.execute("COMMIT")
-            except sqlite3.Error:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
+            except BaseException:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
                 raise
 
     def kept_bytes(self) -> int:
@@ -287,6 +301,12 @@ class ArchiveIndex:
 
     def writing(self) -> list[FrameRow]:
         return self._frames(" WHERE state = 'writing'", ())
+
+    def kept_refs(self) -> dict[str, str]:
+        """result_id → ref of every kept frame (what the folder should hold, for the check at start-up)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT result_id, ref FROM frames WHERE state = 'kept'").fetchall()
+        return {str(result_id): str(ref) for result_id, ref in rows}
 
     def eviction_candidates(self, limit: int) -> list[FrameRow]:
         """Kept frames in eviction order: passes before rejects before reviewed parts, oldest first."""
@@ -366,33 +386,25 @@ class ArchiveIndex:
         key_name: str,
         at: datetime,
     ) -> ReviewRow:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                cursor = self._conn.execute(
-                    "INSERT INTO reviews (result_id, label, defect_class, box_px, mask_png, note, reviewer, key_name,"
-                    " reviewed_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        result_id,
-                        label,
-                        defect_class,
-                        None if box_px is None else json.dumps(list(box_px)),
-                        mask_png,
-                        note,
-                        reviewer,
-                        key_name,
-                        epoch_us(at),
-                    ),
-                )
-                self._conn.execute(
-                    "UPDATE frames SET priority = MAX(priority, ?) WHERE result_id = ?", (PRIORITY_REVIEWED, result_id)
-                )
-                self._conn.execute("COMMIT")
-            except sqlite3.Error:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise
-            review_id = int(cursor.lastrowid or 0)
+        with self._transaction():
+            cursor = self._conn.execute(
+                "INSERT INTO reviews (result_id, label, defect_class, box_px, mask_png, note, reviewer, key_name,"
+                " reviewed_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    result_id,
+                    label,
+                    defect_class,
+                    None if box_px is None else json.dumps(list(box_px)),
+                    mask_png,
+                    note,
+                    reviewer,
+                    key_name,
+                    epoch_us(at),
+                ),
+            )
+            # A reviewed part's frame is the last to go.
+            self._conn.execute(_RAISE_PRIORITY, (PRIORITY_REVIEWED, result_id))
+        review_id = int(cursor.lastrowid or 0)
         return ReviewRow(review_id, result_id, label, defect_class, box_px, mask_png, note, reviewer, key_name, at)
 
     def reviews(self, result_id: str) -> list[ReviewRow]:
