@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +22,14 @@ from lineinspect.core.clock import utc_now
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector
 from lineinspect.core.result import Verdict
-from lineinspect.http.server import bind_socket, make_server, url_of
 from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.results_store import ResultStore
 from lineinspect.line.status import OfflineStatus
+from tests.helpers.chromium import needs_chromium, rendered_dom, serving
 from tests.helpers.line_results import line_result
 from tests.helpers.station_dir import bad_part, encode, good_part, write_station
-from tests.helpers.waiting import wait_for
 from tests.integration.test_http_inspections import assert_error
 
 API_KEY = "secret-key"
@@ -331,47 +327,21 @@ def test_a_16_bit_frame_is_kept_and_served_at_16_bit(served: Served) -> None:
 
 # --- the dashboard in a real browser ---------------------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 @pytest.fixture
 def uvicorn_url(served: Served) -> Iterator[str]:
-    sock = bind_socket("127.0.0.1", 0)
-    server = make_server(served.client.app, log_level="warning", access_log=False)  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
-    thread.start()
-    try:
-        wait_for(lambda: server.started or not thread.is_alive(), timeout_s=10, what="uvicorn started")
-        yield url_of(sock)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with serving(served.client.app) as url:  # type: ignore[arg-type]
+        yield url
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make system-deps installs it)")
+@needs_chromium
 def test_the_dashboard_shows_rejects_with_pictures_and_finds_a_part_by_id(
     served: Served, uvicorn_url: str, tmp_path: Path
 ) -> None:
     failed = upload(served.client, bad_part(), "bad.png")
     served.archive.flush()
-    assert CHROMIUM is not None
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        f"{uvicorn_url}/dashboard#find={failed['result_id']}",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    dom = done.stdout
-    assert 'id="gallery"' in dom, f"chromium printed no page (exit {done.returncode}): {done.stderr[-2000:]}"
+    url = f"{uvicorn_url}/dashboard#find={failed['result_id']}"
+    dom = rendered_dom(url, tmp_path / "profile", expect='id="gallery"')
     gallery = dom.split('id="gallery"', 1)[1].split("</section>", 1)[0]
     thumb = f'src="/v1/results/{failed["result_id"]}/image?overlay=true&amp;max_width=160"'
     assert thumb in gallery

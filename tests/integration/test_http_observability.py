@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,10 +31,10 @@ from lineinspect.http.routes.dashboard import dashboard_router
 from lineinspect.http.routes.metrics import metrics_router
 from lineinspect.http.routes.results import results_router
 from lineinspect.http.routes.status import status_router
-from lineinspect.http.server import bind_socket, make_server, url_of
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.results_store import ResultStore
 from lineinspect.line.status import MODE_LINE, OfflineStatus, OutboxStatus, StationInfo, StationStatus
+from tests.helpers.chromium import needs_chromium, rendered_dom, serving
 from tests.helpers.line_results import STATION_PATH, T0, finding, line_result
 from tests.helpers.station_dir import bad_part, encode, good_part, write_station
 from tests.integration.test_http_inspections import assert_error, assert_valid_result
@@ -249,51 +246,19 @@ def test_dashboard_is_served_and_needs_nothing_from_the_internet(observed: Obser
     assert root.status_code == 307 and root.headers["location"] == "/dashboard"
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.fixture
 def served(observed: Observed) -> Iterator[str]:
     """The same app on a real uvicorn, 127.0.0.1, a free port, in a thread (stopped and joined after)."""
-    sock = bind_socket("127.0.0.1", 0)
-    server = make_server(observed.client.app, log_level="warning", access_log=False)  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-uvicorn")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start within 10 s"
-        yield url_of(sock)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with serving(observed.client.app) as url:  # type: ignore[arg-type]
+        yield url
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make system-deps installs it)")
+@needs_chromium
 def test_dashboard_renders_the_stored_verdicts_in_a_real_browser(
     observed: Observed, served: str, tmp_path: Path
 ) -> None:
     fill(observed.store, datetime.now(UTC) - timedelta(minutes=10))  # inside the page's default window
-    assert CHROMIUM is not None
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        # Virtual time lets the page's fetches finish before the DOM is dumped.
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        f"{served}/dashboard",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    dom = done.stdout
-    assert "<tbody>" in dom, f"chromium printed no page (exit {done.returncode}): {done.stderr[-2000:]}"
+    dom = rendered_dom(f"{served}/dashboard", tmp_path / "profile", expect="<tbody>")
     ticker = dom.split('id="ticker"', 1)[1].split("</table>", 1)[0]
     shown = re.findall(
         r'<tr data-result-id="[^"]+" data-verdict="(\w+)"><td>[^<]*</td><td>(\w+)</td><td>(\w+)</td>', ticker

@@ -301,7 +301,7 @@ class ImageArchive:
                     stray += 1
         found = [
             (len(sizes), "frame(s) being written when the station stopped were complete"),
-            (len(lost), "were lost (the station stopped before writing them)"),
+            (len(lost), "frame(s) being written were lost (the station stopped before their file was in place)"),
             (len(missing), "kept frame(s) had no file"),
             (stray, "stray frame file(s) no row counted were removed"),
             (leftovers, "half-written file(s) in tmp/ were removed"),
