@@ -422,30 +422,26 @@ class ImageArchive:
     def _write(self, batch: list[_Job]) -> None:
         index = self._index
         assert index is not None
-        encoded: dict[str, bytes] = {}
-        failed: dict[ArchiveAlarm, tuple[list[_Job], str]] = {}
-        for job in batch:
-            try:
-                encoded[job.result.result_id] = encode_png(job.frame.image)
-            except ValueError as exc:
-                failed.setdefault(ArchiveAlarm.UNWRITABLE, ([], f"image archive: {exc}"))[0].append(job)
         try:
+            # The rows first: a frame the station was killed while writing is then known as lost (and why).
             index.begin_frames(_new_frame(job) for job in batch)
         except Exception as exc:
             self._lose(batch, ArchiveAlarm.INDEX, f"archive index {index.path} cannot be written ({exc})")
             return
         sizes: dict[str, int] = {}
+        failed: dict[ArchiveAlarm, tuple[list[_Job], str]] = {}
         for n, job in enumerate(batch):
-            data = encoded.get(job.result.result_id)
-            if data is None:
+            try:
+                data = encode_png(job.frame.image)
+            except ValueError as exc:
+                failed.setdefault(ArchiveAlarm.UNWRITABLE, ([], f"image archive: {exc}"))[0].append(job)
                 continue
             try:
                 # Room first (for this frame and the batch's frames not yet counted), so that the budget holds
                 # while the batch is written, not only after it.
                 self._evict(index, room_bytes=sum(sizes.values()) + len(data))
             except Exception as exc:
-                rest = [j for j in batch[n:] if j.result.result_id in encoded]
-                failed[ArchiveAlarm.INDEX] = (rest, f"archive index {index.path} cannot be written ({exc})")
+                failed[ArchiveAlarm.INDEX] = (batch[n:], f"archive index {index.path} cannot be written ({exc})")
                 break
             problem = self._write_file(job, data)
             if problem is None:
@@ -595,7 +591,11 @@ class ImageArchive:
             raise NotKept(
                 "image_not_kept",
                 f"result {result_id}: no frame kept: "
-                + (why or "the archive has no record of it (a pass sampled out, or a result of another station)"),
+                + (
+                    why
+                    or "the archive has no record of it (a pass sampled out, a frame still queued for the writer when "
+                    "the station stopped, or a result of another station)"
+                ),
             )
         if row.state is not FrameState.KEPT:
             raise NotKept(
