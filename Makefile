@@ -10,7 +10,7 @@ STATION_DIR ?= .
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench bench-tile lint typecheck system-deps samples default-model clean
+.PHONY: run test bench bench-tile lint typecheck system-deps samples default-model default-model-baseline clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ default-model: $(VENV)/.installed
 	rm -rf build/teach-good
 	$(BIN)/lineinspect samples --out build/teach-good --good 200 --defective 0 --seed 1000
 	$(BIN)/lineinspect teach --good build/teach-good/good --out models/default --name default
+
+# The frame plausibility baseline (brightness, contrast, focus, noise) of the committed default model,
+# measured again from the same 200 generated good parts; the model, its sha256 and thresholds stay.
+default-model-baseline: $(VENV)/.installed
+	rm -rf build/teach-good
+	$(BIN)/lineinspect samples --out build/teach-good --good 200 --defective 0 --seed 1000
+	$(BIN)/python -m lineinspect.offline.frame_baseline --model models/default --good build/teach-good/good
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -97,7 +97,7 @@ def test_anomaly_image_score_over_threshold_fails_the_part_at_the_maps_peak_when
     box = out.defects[0].box
     assert box.x0 == pytest.approx(40, abs=3) and box.x1 == pytest.approx(48, abs=3)
     assert box.y0 == pytest.approx(16, abs=3) and box.y1 == pytest.approx(24, abs=3)
-    result = single_model_inspector(model_dir, OPTIONS).inspect(Frame(np.zeros((64, 64, 3), np.uint8)))
+    result = single_model_inspector(model_dir, OPTIONS).inspect(Frame(np.full((64, 64, 3), 128, np.uint8)))
     assert result.verdict is Verdict.FAIL
 
 
@@ -271,7 +271,7 @@ def _classifier(tmp_path: Path, logits: list[float], **card_extra: object) -> Pa
 
 def test_classification_reports_whole_image_defect_when_top_class_is_not_good(tmp_path: Path) -> None:
     inspector = single_model_inspector(_classifier(tmp_path, [0.0, 4.0, 0.0]), OPTIONS)
-    result = inspector.inspect(Frame(np.zeros((30, 40), np.uint8)))
+    result = inspector.inspect(Frame(np.full((30, 40), 128, np.uint8)))
     assert result.verdict is Verdict.FAIL
     assert [f.defect.class_name for f in result.findings] == ["crack"]
     assert result.findings[0].defect.box.x1 == 40 and result.findings[0].defect.box.y1 == 30
@@ -279,7 +279,7 @@ def test_classification_reports_whole_image_defect_when_top_class_is_not_good(tm
 
 def test_classification_passes_when_top_class_is_good(tmp_path: Path) -> None:
     inspector = single_model_inspector(_classifier(tmp_path, [4.0, 0.0, 0.0]), OPTIONS)
-    result = inspector.inspect(Frame(np.zeros((30, 40, 3), np.uint8)))
+    result = inspector.inspect(Frame(np.full((30, 40, 3), 128, np.uint8)))
     assert result.verdict is Verdict.PASS
     assert result.score == pytest.approx(1 - np.exp(4) / (np.exp(4) + 2), abs=1e-4)
 

@@ -41,18 +41,27 @@ def test_recipe_min_score_overrides_card_threshold() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rule", "why"),
+    ("rule", "why", "reason"),
     [
-        ({"min_area_px": 200}, "area 100 px < 200 px"),
-        ({"min_length_px": 25}, "length 20.0 px < 25 px"),
-        ({"reject": False}, "class does not reject"),
+        ({"min_area_px": 200}, "area 100 px < 200 px", "1 defect below the size limits: area 100 px < 200 px"),
+        ({"min_length_px": 25}, "length 20.0 px < 25 px", "1 defect below the size limits: length 20.0 px < 25 px"),
+        ({"reject": False}, "class does not reject", "1 defect of a class that never rejects: scratch"),
     ],
 )
-def test_small_defect_is_reported_but_part_passes_when_under_size_limit(rule: dict, why: str) -> None:
+def test_small_defect_is_reported_but_part_passes_when_under_size_limit(rule: dict, why: str, reason: str) -> None:
     d = decide([defect()], 0.9, recipe(classes={"*": rule}), {})
     assert d.verdict is Verdict.PASS
     assert [(f.counts, f.why) for f in d.findings] == [(False, why)]
-    assert d.reason == "1 defect(s) within limits"
+    assert d.reason == reason  # a high score next to `pass` explains itself
+
+
+def test_several_defects_below_the_size_limits_are_listed_in_the_reason() -> None:
+    defects = [replace(defect(), area_px=a) for a in (25, 12, 8, 5)]
+    d = decide(defects, 0.9, recipe(classes={"*": {"min_area_px": 30}}), {})
+    assert d.verdict is Verdict.PASS
+    assert d.reason == (
+        "4 defects below the size limits: area 25 px < 30 px, area 12 px < 30 px, area 8 px < 30 px and 1 more"
+    )
 
 
 def test_mm_limit_applies_when_defect_is_measured() -> None:

@@ -76,7 +76,7 @@ def test_roi_outside_image_gives_undecided_with_reason(tmp_path: Path) -> None:
 def test_roi_defects_are_reported_in_full_image_coordinates(tmp_path: Path) -> None:
     recipe = Recipe(id="r", model="m", roi={"x": 100, "y": 50, "width": 64, "height": 64})
     inspector = single_model_inspector(brightness_anomaly(tmp_path / "m"), RuntimeOptions(intra_op_threads=1), recipe)
-    image = np.zeros((200, 300), np.uint8)
+    image = np.full((200, 300), 40, np.uint8)  # a dark, even part (a black frame is implausible)
     image[60:70, 110:120] = 255  # inside the ROI
     image[0:10, 0:10] = 255  # outside: not inspected
     result = inspector.inspect(Frame(image))

@@ -46,6 +46,9 @@ def test_taught_model_loads_and_its_card_checks_out(taught: tuple[Path, ModelCar
     assert card.anomaly.pixel_threshold > 0
     assert {"method", "date_utc", "images", "target_false_reject"} <= set(card.trained)
     assert card.trained["images"] == 30 and card.trained["pretrained_weights"] is None
+    # The frame plausibility baseline is taught with the model, from every good image given.
+    assert card.frame_baseline is not None and card.frame_baseline.images == 30
+    assert card.frame_baseline.focus.low > 0 and card.frame_baseline.limits().min_focus is not None
     assert set(model.output_names) == {"anomaly_map", "pred_score"}
     # Small enough to commit: statistics at half resolution in float16.
     assert (model_dir / MODEL_FILE).stat().st_size < 1_000_000

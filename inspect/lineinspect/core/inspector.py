@@ -16,6 +16,15 @@ import numpy as np
 from lineinspect.core.defects import Defect
 from lineinspect.core.frame import Frame
 from lineinspect.core.model import Model
+from lineinspect.core.plausibility import (
+    FrameBaseline,
+    FrameLimits,
+    ResolvedLimits,
+    check_frame,
+    implausible_reason,
+    measure_frame,
+    resolve_limits,
+)
 from lineinspect.core.recipe import Decision, Recipe, decide
 from lineinspect.core.result import Provenance, Result, UndecidedKind
 from lineinspect.errors import LineinspectError
@@ -60,7 +69,10 @@ class Inspector:
         recipes: Mapping[str, Recipe],
         default_recipe: str,
         calibrations: Mapping[str, PlaneCalibration] | None = None,
+        camera_limits: Mapping[str, FrameLimits | None] | None = None,
     ) -> None:
+        """camera_limits: each camera's frame plausibility overrides (its configured size); uploads naming no
+        camera get the model card's and the recipe's limits only."""
         missing = {r.id: r.model for r in recipes.values() if r.model not in models}
         if missing:
             raise LineinspectError(f"recipes name models that are not loaded: {missing}")
@@ -70,6 +82,23 @@ class Inspector:
         self.recipes = dict(recipes)
         self.default_recipe = default_recipe
         self.calibrations = dict(calibrations or {})
+        # Resolved once here: the Inspector keeps no state between frames.
+        self._limits: dict[tuple[str, str | None], ResolvedLimits] = {}
+        cameras: dict[str | None, FrameLimits | None] = {None: None}
+        cameras.update(camera_limits or {})
+        for recipe in self.recipes.values():
+            spec = self.models[recipe.model].card.input
+            for camera_id, limits in cameras.items():
+                overrides = [(f"recipe '{recipe.id}'", recipe.frame)]
+                if camera_id is not None:
+                    overrides.append((f"camera '{camera_id}'", limits))
+                self._limits[(recipe.id, camera_id)] = resolve_limits(
+                    self.models[recipe.model].card.frame_baseline,
+                    input_width_px=spec.width,
+                    input_height_px=spec.height,
+                    overrides=overrides,
+                    part_present=recipe.part_present,
+                )
 
     def recipe(self, recipe_id: str | None) -> Recipe:
         rid = recipe_id or self.default_recipe
@@ -77,6 +106,15 @@ class Inspector:
             return self.recipes[rid]
         except KeyError:
             raise UnknownRecipe(f"unknown recipe '{rid}'; this station has {sorted(self.recipes)}") from None
+
+    def frame_limits(self, recipe_id: str | None, camera_id: str | None = None) -> ResolvedLimits:
+        """The plausibility limits frames of this recipe (and camera) are held to."""
+        recipe = self.recipe(recipe_id)
+        return self._limits.get((recipe.id, camera_id)) or self._limits[(recipe.id, None)]
+
+    def frame_baseline(self, recipe_id: str | None) -> FrameBaseline | None:
+        """The taught frame baseline of the recipe's model (None: its card has none)."""
+        return self.models[self.recipe(recipe_id).model].card.frame_baseline
 
     def inspect(self, frame: Frame, recipe_id: str | None = None) -> Result:
         """Inspect one frame. Raises only UnknownRecipe: any failure inside is an `undecided` result.
@@ -98,19 +136,32 @@ class Inspector:
         calibration = self.calibrations.get(frame.camera_id or "")
         t0 = time.monotonic_ns()
         image = frame.image
-        ox = oy = 0
-        if recipe.roi is not None:
-            roi = recipe.roi
-            h, w = image.shape[:2]
+        h, w = image.shape[:2]
+        region = image
+        roi = recipe.roi
+        if roi is not None:
             if roi.x + roi.width > w or roi.y + roi.height > h:
                 where = f"ROI {roi.x},{roi.y} {roi.width}x{roi.height}"
                 reason = f"recipe '{recipe.id}' {where} lies outside the {w}x{h} image"
                 return self._undecided(frame, recipe, UndecidedKind.ROI_OUTSIDE, reason)
+            region = image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+        # Plausibility before the model, on the region it sees, at its input size (before undistortion:
+        # the measures do not need it, and a refused frame costs no remap).
+        spec = model.card.input
+        measures = measure_frame(region, width_px=spec.width, height_px=spec.height, frame_shape=image.shape)
+        failures = check_frame(image, measures, self.frame_limits(recipe.id, frame.camera_id))
+        t_checked = time.monotonic_ns()
+        if failures:
+            refused = self._undecided(frame, recipe, UndecidedKind.PLAUSIBILITY, implausible_reason(failures))
+            timings = {"plausibility": (t_checked - t0) / 1e6, "total": (t_checked - t0) / 1e6}
+            return replace(refused, measurements=measures.as_measurements(), timings_ms=timings)
+        ox = oy = 0
+        if roi is not None:
             # Undistortion keeps the image size, so the ROI check holds; remap only the ROI.
             if calibration is not None:
                 image = calibration.undistort_region(image, roi.x, roi.y, roi.width, roi.height)
             else:
-                image = image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
+                image = region
             ox, oy = roi.x, roi.y
         elif calibration is not None:
             image = calibration.undistort(image)
@@ -118,7 +169,6 @@ class Inspector:
         inference = model.infer(np.ascontiguousarray(image))  # a failure: inspect() makes it undecided
         t2 = time.monotonic_ns()
         defects = [d.shifted(ox, oy) if (ox or oy) else d for d in inference.output.defects]
-        h, w = frame.image.shape[:2]
         mm_per_px = calibration.mm_per_px_for(w, h) if calibration is not None else None
         if calibration is not None and mm_per_px is not None:
             defects = [calibration.measure(d) for d in defects]
@@ -137,14 +187,15 @@ class Inspector:
             provenance=Provenance(recipe.id, recipe.version, model.id, model.sha256),
             calibration_id=calibration.calibration_id if calibration is not None else None,
             timings_ms={
-                "undistort_roi": (t1 - t0) / 1e6,
+                "plausibility": (t_checked - t0) / 1e6,
+                "undistort_roi": (t1 - t_checked) / 1e6,
                 "preprocess": inference.preprocess_ms,
                 "infer": inference.infer_ms,
                 "postprocess": inference.postprocess_ms,
                 "decide": (t3 - t2) / 1e6,
                 "total": (t3 - t0) / 1e6,
             },
-            measurements={"mm_per_px": mm_per_px},
+            measurements={"mm_per_px": mm_per_px, **measures.as_measurements()},
         )
 
     def _undecided(self, frame: Frame, recipe: Recipe, kind: UndecidedKind, reason: str) -> Result:

@@ -9,6 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lineinspect.core.plausibility import FrameBaseline
 from lineinspect.errors import ModelError
 from lineinspect.yamlfile import read_yaml, validate_mapping
 
@@ -87,6 +88,12 @@ class ModelCard(BaseModel):
         "(none when the model already outputs probabilities).",
     )
     iou_threshold: float = Field(0.5, ge=0, le=1, description="yolo: NMS IoU threshold.")
+    frame_baseline: FrameBaseline | None = Field(
+        None,
+        description="What good parts' frames looked like at teach/retune time (brightness, contrast, focus, noise); "
+        "the frame plausibility limits are taught from it. Absent: fixed conservative limits (black, saturated, "
+        "too small) only.",
+    )
     sha256: str = Field(..., description="SHA-256 of model.onnx; checked at load.")
     trained: dict[str, object] = Field(default_factory=dict, description="Training provenance.")
 

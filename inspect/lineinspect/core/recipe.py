@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from lineinspect.core.defects import Defect
+from lineinspect.core.plausibility import FrameLimits, PartPresent
 from lineinspect.core.result import Finding, Verdict
 
 
@@ -55,6 +56,14 @@ class Recipe(BaseModel):
     max_image_score: float | None = Field(
         None, ge=0, le=1, description="Fail when the image score reaches this, even with no counted defect."
     )
+    frame: FrameLimits | None = Field(
+        None,
+        description="Frame plausibility limits for this product, over the model card's taught ones (a field set to "
+        "null switches that check off); a frame outside them is undecided.",
+    )
+    part_present: PartPresent | None = Field(
+        None, description="How to tell a part is in the frame (a region's brightness/contrast); default: not checked."
+    )
 
     def rule_for(self, class_name: str) -> ClassRule:
         return self.classes.get(class_name) or self.classes.get("*") or ClassRule()
@@ -70,7 +79,7 @@ class Decision:
 def judge(defect: Defect, rule: ClassRule) -> tuple[bool, str]:
     """Whether a reported defect counts, and why (a short phrase for the reason)."""
     if not rule.reject:
-        return False, "class does not reject"
+        return False, NOT_REJECTING
     if defect.area_px < rule.min_area_px:
         return False, f"area {defect.area_px:.0f} px < {rule.min_area_px:g} px"
     if defect.length_px < rule.min_length_px:
@@ -113,10 +122,31 @@ def decide(defects: list[Defect], image_score: float, recipe: Recipe, default_mi
         reason = f"image score {image_score:.2f} ≥ {recipe.max_image_score:g}"
         return Decision(Verdict.FAIL, reason, tuple(findings))
     if findings:
-        parts = []
-        if len(findings) > len(counted):
-            parts.append(f"{len(findings) - len(counted)} defect(s) within limits")
+        parts = _not_counted(findings)
         if counted:
             parts.append(f"{len(counted)} tolerated (max_defects {recipe.max_defects})")
         return Decision(Verdict.PASS, "; ".join(parts), tuple(findings))
     return Decision(Verdict.PASS, "no defect found", tuple(findings))
+
+
+NOT_REJECTING = "class does not reject"
+
+
+def _not_counted(findings: list[Finding]) -> list[str]:
+    """Why reported defects did not fail the part, so a high score next to `pass` explains itself.
+
+    "1 defect below the size limits: area 25 px < 30 px"; "1 defect of a class that never rejects: dent".
+    """
+    below = [f for f in findings if not f.counts and f.why != NOT_REJECTING]
+    ignored = [f for f in findings if not f.counts and f.why == NOT_REJECTING]
+    parts = []
+    if below:
+        whys = [f.why for f in below[:3]]
+        more = f" and {len(below) - 3} more" if len(below) > 3 else ""
+        noun = "defect" if len(below) == 1 else "defects"
+        parts.append(f"{len(below)} {noun} below the size limits: {', '.join(whys)}{more}")
+    if ignored:
+        classes = ", ".join(sorted({f.defect.class_name for f in ignored}))
+        noun = "defect of a class" if len(ignored) == 1 else "defects of classes"
+        parts.append(f"{len(ignored)} {noun} that never rejects: {classes}")
+    return parts

@@ -57,13 +57,19 @@ class UndecidedKind(StrEnum):
     STOPPED = "stopped"  # the station or camera stopped before the part was inspected
     RESTARTED = "restarted"  # the process died with the part in flight; issued from the part journal at restart
     ROI_OUTSIDE = "roi_outside"  # the recipe's ROI does not fit the frame
+    PLAUSIBILITY = "plausibility"  # the frame is not a plausible image of a part (size, black, blurred, ...)
     INFERENCE = "inference"  # the model or the inspection failed on this frame
     OUTBOX_REFUSED = "outbox_refused"  # the result could not be stored for the MES (disk full, database error)
 
     @property
     def inspected(self) -> bool:
         """False where the part never reached the model (skipped): no image, no slot, no camera, no time."""
-        return self in (UndecidedKind.LATE, UndecidedKind.INFERENCE, UndecidedKind.OUTBOX_REFUSED)
+        return self in (
+            UndecidedKind.LATE,
+            UndecidedKind.PLAUSIBILITY,
+            UndecidedKind.INFERENCE,
+            UndecidedKind.OUTBOX_REFUSED,
+        )
 
 
 @dataclass(frozen=True, slots=True)

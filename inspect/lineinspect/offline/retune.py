@@ -19,6 +19,9 @@ the model did not learn from and sets the decision level so that at most
   defect class become the level (the image score is the largest defect-class
   probability, so this is the same rule).
 
+The card's `frame_baseline` (the frame plausibility limits: brightness, contrast, focus, noise) is
+measured again from the same good images.
+
 The model file and its sha256 are untouched; `trained.retuned` in the card
 records when, from which folder and how many images. A rate below
 1 / images cannot be checked on so few images; the command says so.
@@ -37,6 +40,7 @@ from lineinspect.core.model import Model
 from lineinspect.core.modelcard import ModelCard, write_card
 from lineinspect.errors import LineinspectError
 from lineinspect.offline.datasets import find_good, read_labelled
+from lineinspect.offline.frame_baseline import folder_baseline
 from lineinspect.offline.thresholds import (
     check_target,
     defect_labels,
@@ -137,6 +141,8 @@ def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_i
             f"{model.path}: a {card.adapter} model's thresholds are per detection, not per image; "
             "set them in the card or the recipe by hand"
         )
+    # The good parts' frames as they look now (new lamp, new supplier): the plausibility limits follow them.
+    card.frame_baseline = folder_baseline(good_folder, card.input)
     retuned = Retuned(card, float(old), level, scores, k, maxima)
     card.trained = {
         **card.trained,

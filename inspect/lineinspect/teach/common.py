@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.modelcard import MODEL_FILE, AnomalyCalibration, InputSpec, ModelCard, file_sha256, write_card
+from lineinspect.core.plausibility import baseline_of_images
 from lineinspect.core.preprocess import preprocess
 from lineinspect.offline.thresholds import calibrate_thresholds
 from lineinspect.teach.filter_bank import GraphParts
@@ -185,6 +186,7 @@ def write_anomaly_card(
     held_back_scores: np.ndarray,
     images_learned: int,
     started_ns: int,
+    good_images: Sequence[Path],
     details: dict[str, Any] | None = None,
     model: onnx.ModelProto | None = None,
 ) -> ModelCard:
@@ -194,7 +196,8 @@ def write_anomaly_card(
     "Anomaly model taught from 200 images of good parts"). held_back_scores: raw image scores of
     the good images kept out of teaching (what set the thresholds); images_learned: the good images
     it learned from; details: method-specific facts for `trained`; started_ns: time.monotonic_ns()
-    when teaching began. The sha256 is taken from the file.
+    when teaching began; good_images: every good image given (held back or learned), whose frames
+    become the card's `frame_baseline` (the frame plausibility limits). The sha256 is taken from the file.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if model is not None:
@@ -205,6 +208,9 @@ def write_anomaly_card(
         adapter="anomaly",
         input=spec,
         anomaly=calibration,
+        frame_baseline=baseline_of_images(
+            (image for _, image in read_good_images(list(good_images))), width_px=spec.width, height_px=spec.height
+        ),
         sha256=file_sha256(out_dir / MODEL_FILE),
         trained={
             "method": method,
@@ -260,6 +266,7 @@ def teach_from_good(
         held_back_scores=scores,
         images_learned=len(train),
         started_ns=started,
+        good_images=good_images,
         details={"image_sizes": sizes, **details},
     )
 

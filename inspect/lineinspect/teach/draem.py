@@ -125,6 +125,7 @@ def teach_draem(good_images: Sequence[Path], defects: Path | None, out_dir: Path
         held_back_scores=scores,
         images_learned=len(train),
         started_ns=started,
+        good_images=good_images,
         details={
             "defect_images_learned": len(real),
             "supervised": bool(real),

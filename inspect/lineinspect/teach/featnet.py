@@ -160,6 +160,7 @@ def teach_featnet(
         held_back_scores=scores,
         images_learned=len(train),
         started_ns=started,
+        good_images=good_images,
         details={
             "defect_images_learned": int(bad.defective.sum()) if supervised else 0,
             "supervised": supervised,

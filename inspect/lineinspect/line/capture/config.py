@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lineinspect.core.plausibility import FrameLimits
 from lineinspect.errors import ConfigError
 from lineinspect.line.capture.base import TriggerMode
 from lineinspect.yamlfile import read_yaml, validate_mapping
@@ -207,6 +208,29 @@ class Reconnect(BaseModel):
         return self
 
 
+class HealthSettings(BaseModel):
+    """When the camera's frames become an alarm (line/camera_health.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    implausible_alarm_after: int = Field(
+        3,
+        ge=1,
+        le=10_000,
+        description="Implausible frames in a row that raise the camera's alarm (cleared by the next plausible frame).",
+    )
+    drift_warn_share: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Warn when the camera's focus, brightness or noise (averaged over recent frames) moves more than "
+        "this share away from the taught baseline's median: a fouling lens or an ageing light, before parts fail.",
+    )
+    drift_window_frames: int = Field(
+        50, ge=1, le=100_000, description="Frames the drift average spans (exponential, this many frames' weight)."
+    )
+
+
 class CameraConfig(BaseModel):
     """Contents of cameras/<id>.yaml."""
 
@@ -228,6 +252,14 @@ class CameraConfig(BaseModel):
     )
     reconnect: Reconnect = Field(default_factory=Reconnect, description="Backoff between reconnect attempts.")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="Frames waiting for inspection.")
+    frame: FrameLimits | None = Field(
+        None,
+        description="Frame plausibility limits of this camera, over the recipe's and the model card's (e.g. its own "
+        "min_focus); width_px/height_px default to acquisition.roi's size. A frame outside them is undecided.",
+    )
+    health: HealthSettings = Field(
+        default_factory=HealthSettings, description="Implausible-frame alarm and drift warning of this camera."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> CameraConfig:
@@ -240,6 +272,15 @@ class CameraConfig(BaseModel):
                 "use undecided_new or undecided_oldest"
             )
         return self
+
+    def frame_limits(self) -> FrameLimits | None:
+        """The camera's plausibility overrides, its configured frame size (acquisition.roi) included; None: none."""
+        given = self.frame.model_dump(exclude_unset=True) if self.frame is not None else {}
+        roi = self.acquisition.roi
+        if roi is not None:
+            given.setdefault("width_px", roi.width)
+            given.setdefault("height_px", roi.height)
+        return FrameLimits(**given) if given else None
 
     @property
     def trigger_mode(self) -> TriggerMode:
