@@ -10,10 +10,11 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lineinspect.config import RuntimeSection, StationConfig
+from lineinspect.config import RuntimeSection, StationConfig, load_station
 from lineinspect.core.calibration import load_calibrations, warn_small_limits
 from lineinspect.core.inspector import Inspector, PlaneCalibration
 from lineinspect.core.model import Model, RuntimeOptions
@@ -25,6 +26,8 @@ from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.broker import BrokerError, EmbeddedBroker
 from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
 from lineinspect.line.capture.supervisor import CameraSupervisor
+from lineinspect.line.changeover import Change, ChangeoverAudit, RecipeBook
+from lineinspect.line.commands import StationCommands, required
 from lineinspect.line.events import StationAlarm, StationEvents
 from lineinspect.line.journal import PartJournal, new_run_id
 from lineinspect.line.metrics import StationMetrics
@@ -251,6 +254,25 @@ def build_station(
             owned_archive = build_archive(station_dir, config.archive, events=events)
             undo.callback(owned_archive.close)
             archive = owned_archive
+        book = RecipeBook(
+            inspector,
+            {cam.id: cam.recipe for cam in cameras},
+            load=lambda: build_inspector(station_dir, load_station(station_dir)),
+            audit=ChangeoverAudit(station_dir / "var" / "changeover.jsonl"),
+            listener=events,
+        )
+        undo.callback(book.close)
+        commands = StationCommands(lambda answer: publisher.publish_event(publisher.topics.command_response, answer))
+        commands.on(
+            "recipe",
+            lambda body: _outcome(
+                book.select(
+                    required(body, "camera"), required(body, "recipe"), source="mqtt", request_id=body.get("request_id")
+                )
+            ),
+        )
+        commands.on("reload", lambda body: _outcome(book.reload(source="mqtt", request_id=body.get("request_id"))))
+        publisher.subscribe(publisher.topics.commands, commands.submit)
         counts = PartCounts()
         fanout = ResultFanout(
             publisher,
@@ -264,23 +286,21 @@ def build_station(
         supervisors = []
         workers = []
         for cam in cameras:
-            skipped = SkippedParts(
-                cam.id, fanout, inspector, recipe_id=cam.recipe, max_waiting=config.line.pending_parts_max
-            )
+            skipped = SkippedParts(cam.id, fanout, book, max_waiting=config.line.pending_parts_max)
             supervisor = CameraSupervisor.from_config(
                 cam,
                 on_part=PartEntry(journal, reject if reject is not None and reject.camera_id == cam.id else None),
                 on_skipped=skipped.put,
                 on_status=events.camera_status,
+                selection=partial(book.selection, cam.id),
             )
             supervisors.append(supervisor)
             workers.append(
                 PartWorker(
                     supervisor,
                     skipped,
-                    inspector,
+                    book,
                     fanout,
-                    recipe_id=cam.recipe,
                     budget_ms=config.budget_ms,
                     threads=config.line.inspection_threads,
                 )
@@ -298,7 +318,8 @@ def build_station(
             run_id=run_id,
             journal=journal,
             watch=watch,
-            provenance=inspector.provenance,
+            book=book,
+            commands=commands,
             tracker=reject.tracker if reject is not None else None,
             line_rate_parts_per_min=config.line.trigger_rate_parts_per_min,
             drain_timeout_s=config.line.drain_timeout_s,
@@ -308,6 +329,10 @@ def build_station(
         )
         undo.pop_all()  # the station owns them now
     return station
+
+
+def _outcome(change: Change) -> tuple[bool, str]:
+    return change.ok, change.message
 
 
 def build_http_app(
@@ -330,6 +355,7 @@ def build_http_app(
     from lineinspect.http.routes.archive import archive_router
     from lineinspect.http.routes.dashboard import dashboard_router
     from lineinspect.http.routes.metrics import metrics_router
+    from lineinspect.http.routes.recipes import recipes_router
     from lineinspect.http.routes.results import results_router
     from lineinspect.http.routes.status import status_router
     from lineinspect.http.routes.triggers import triggers_router
@@ -344,6 +370,7 @@ def build_http_app(
     if station is not None:
         modes = {c: s.trigger_mode for c, s in station.supervisors.items()}
         routers.append(triggers_router(station.trigger, modes, run_id=station.run_id))
+        routers.append(recipes_router(station.book))
     return create_app(
         inspector,
         config.http,

@@ -298,6 +298,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import os
+    import signal
     import threading
 
     from lineinspect.assemble import build_http_app, build_inspector, build_station
@@ -358,6 +359,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             timer = threading.Timer(args.duration_s, time_up)
             timer.name = "run-duration"
             timer.start()
+        # SIGHUP reloads station.yaml's recipes and the models (off the signal handler: loading takes seconds).
+        signal.signal(
+            signal.SIGHUP,
+            lambda _sig, _frame: threading.Thread(
+                target=station.book.reload, kwargs={"source": "sighup"}, name="reload", daemon=True
+            ).start(),
+        )
         stopped_by = serve(server, sock)
     finally:
         if timer is not None:

@@ -24,6 +24,7 @@ from lineinspect.core.part import PartRef
 from lineinspect.core.recipe import Recipe
 from lineinspect.core.result import Result, ResultSink, ResultSinks, UndecidedKind, Verdict
 from lineinspect.line.capture.supervisor import CameraSupervisor, Capture, SkippedPart
+from lineinspect.line.changeover import RecipeBook
 from lineinspect.line.outbox import Outbox
 from lineinspect.line.station import PartWorker, RejectFeed, ResultFanout, SkippedParts
 from lineinspect.line.status import PartCounts
@@ -217,11 +218,16 @@ def test_reject_feed_ignores_other_cameras_and_free_running_frames() -> None:
 # --- PartWorker --------------------------------------------------------------------------------
 
 
+def book_of(inspector: Inspector) -> RecipeBook:
+    """The recipe book of a one-camera station that runs the Inspector's default recipe."""
+    return RecipeBook(inspector, {"cam1": None})
+
+
 def worker_for(
     supervisor: CameraSupervisor, inspector: Inspector, fanout: ResultFanout, budget_ms: float
 ) -> PartWorker:
-    skipped = SkippedParts("cam1", fanout, inspector, recipe_id=None, max_waiting=4)
-    return PartWorker(supervisor, skipped, inspector, fanout, recipe_id=None, budget_ms=budget_ms)
+    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=4)
+    return PartWorker(supervisor, skipped, skipped.book, fanout, budget_ms=budget_ms)
 
 
 def test_a_part_past_its_deadline_is_undecided_late_without_being_inspected(
@@ -269,13 +275,13 @@ def test_worker_threads_give_each_triggered_part_one_result_in_order_and_entries
     feed = RejectFeed(log, "cam1")  # type: ignore[arg-type]
     seen: list[Result] = []
     fanout = fanout_for(outbox, seen.append, reject=feed)
-    skipped = SkippedParts("cam1", fanout, inspector, recipe_id=None, max_waiting=4)
+    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=4)
     supervisor = CameraSupervisor(
         TriggeredCamera(good_image(), bad_image(), bad_triggers=frozenset({2})),
         on_part=feed.part_entered,
         on_skipped=skipped.put,
     )
-    worker = PartWorker(supervisor, skipped, inspector, fanout, recipe_id=None, budget_ms=2000)
+    worker = PartWorker(supervisor, skipped, skipped.book, fanout, budget_ms=2000)
     worker.start()
     supervisor.start()
     try:
@@ -305,11 +311,11 @@ def test_a_trigger_while_the_camera_is_down_is_announced_then_undecided_camera_l
     feed = RejectFeed(log, "cam1")  # type: ignore[arg-type]
     seen: list[Result] = []
     fanout = fanout_for(outbox, seen.append, reject=feed)
-    skipped = SkippedParts("cam1", fanout, inspector, recipe_id=None, max_waiting=4)
+    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=4)
     supervisor = CameraSupervisor(
         TriggeredCamera(good_image(), bad_image()), on_part=feed.part_entered, on_skipped=skipped.put
     )
-    worker = PartWorker(supervisor, skipped, inspector, fanout, recipe_id=None, budget_ms=2000)
+    worker = PartWorker(supervisor, skipped, skipped.book, fanout, budget_ms=2000)
     worker.start()
     try:
         supervisor.trigger(part_id="early")  # never started: not connected
@@ -328,7 +334,7 @@ def test_skipped_parts_beyond_the_waiting_limit_are_decided_on_the_camera_thread
 ) -> None:
     seen: list[tuple[Result, str]] = []
     fanout = fanout_for(outbox, lambda r: seen.append((r, threading.current_thread().name)))
-    skipped = SkippedParts("cam1", fanout, inspector, recipe_id=None, max_waiting=2)
+    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=2)
     for n in range(1, 5):
         skipped.put(
             SkippedPart(

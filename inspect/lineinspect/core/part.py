@@ -9,6 +9,16 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """What a part is inspected with, fixed at its trigger: the camera's active recipe and the station's
+    loaded setup (recipes and models) at that moment. A changeover or a model reload after the trigger
+    does not change it, so every part is inspected with exactly one recipe version and one model."""
+
+    recipe_id: str | None
+    setup: int  # the generation of loaded recipes and models (`line/changeover.py`)
+
+
+@dataclass(frozen=True, slots=True)
 class PartRef:
     """A part that passed a camera's trigger.
 
@@ -20,6 +30,7 @@ class PartRef:
     trigger_ns: `time.monotonic_ns()` at the trigger; the part's deadline and a timed reject count from it.
     part_id: the part's own id where the line gives one (PLC, HTTP trigger).
     encoder_count: the conveyor encoder at the trigger, for encoder-based rejects.
+    selection: the recipe and setup active at the trigger (None: the camera's default at inspection).
     """
 
     camera_id: str
@@ -27,6 +38,7 @@ class PartRef:
     trigger_ns: int
     part_id: str | None = None
     encoder_count: int | None = None
+    selection: Selection | None = None
 
     def deadline_ns(self, budget_ms: float) -> int:
         """When the part's result is due: trigger + budget (ms)."""

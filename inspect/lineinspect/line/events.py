@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lineinspect.core.clock import iso_utc, utc_now
 from lineinspect.line.capture.supervisor import CameraStatus
 from lineinspect.line.mqtt import StationTopics
 from lineinspect.line.reject.alarms import Alarm
+
+if TYPE_CHECKING:
+    from lineinspect.line.changeover import Change
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class StationEvents:
         self.publisher = publisher
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], StationAlarm] = {}
+        self._recipes: dict[str, str | None] = {}  # each camera's active recipe, in every status
 
     # --- alarms ------------------------------------------------------------------------------------
     def raise_alarm(self, alarm: StationAlarm) -> None:
@@ -117,10 +122,30 @@ class StationEvents:
     def _publish_alarm(self, payload: dict[str, Any]) -> None:
         try:
             self.publisher.publish_event(self.publisher.topics.alarm, payload)
-            active = [a.to_payload() for a in self.active_alarms]
-            self.publisher.publish_status("alarm" if active else "online", alarms=active)
+            self.publish_status()
         except Exception:  # an alarm that cannot be published is still in the table, the log and /v1/status
             log.exception("publishing alarm %s failed", payload.get("kind"))
+
+    def publish_status(self) -> None:
+        """The retained status as it is now: `alarm` while any alarm is active, else `online`; with the active
+        alarms and each camera's active recipe."""
+        active = [a.to_payload() for a in self.active_alarms]
+        with self._lock:
+            recipes = dict(self._recipes)
+        self.publisher.publish_status("alarm" if active else "online", alarms=active, recipes=recipes)
+
+    # --- changeover ---------------------------------------------------------------------------------
+    def changeover(self, change: Change, active: Mapping[str, str | None]) -> None:
+        """A recipe changeover or model reload, accepted or refused: an event, and the status if it changed."""
+        with self._lock:
+            changed = dict(active) != self._recipes
+            self._recipes = dict(active)
+        try:
+            self.publisher.publish_event(self.publisher.topics.changeover, change.to_payload())
+            if changed or (change.ok and change.action == "reload"):
+                self.publish_status()
+        except Exception:
+            log.exception("publishing changeover failed")
 
     # --- cameras and the reject station ------------------------------------------------------------
     def camera_status(self, status: CameraStatus) -> None:

@@ -64,7 +64,7 @@ class PartJournal:
                 trigger_id=part.trigger_id,
                 part_id=part.part_id,
                 encoder_count=part.encoder_count,
-                recipe_id=self.recipes.get(part.camera_id),
+                recipe_id=part.selection.recipe_id if part.selection is not None else self.recipes.get(part.camera_id),
             )
         except OutboxError as exc:
             log.error("%s", exc)

@@ -30,7 +30,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,21 @@ class StationTopics:
         return f"{self.prefix}/alarm"
 
     @property
+    def changeover(self) -> str:
+        """Every recipe changeover and model reload, accepted or refused (QoS 1, not retained)."""
+        return f"{self.prefix}/changeover"
+
+    @property
+    def commands(self) -> str:
+        """Commands to the station: `<prefix>/command/<name>` (recipe, reload), JSON with a `request_id`."""
+        return f"{self.prefix}/command/+"
+
+    @property
+    def command_response(self) -> str:
+        """The answer to each command, with its `request_id`, `ok` and a message (QoS 1, not retained)."""
+        return f"{self.prefix}/command/response"
+
+    @property
     def reject_event(self) -> str:
         """What the reject station did or, in dry run, would do (QoS 1, not retained)."""
         return f"{self.prefix}/reject/event"
@@ -258,6 +273,7 @@ class ResultPublisher:
         self._disconnects = 0
         self._last_error: str | None = None
         self._camera_status: dict[str, str] = {}
+        self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         # The station's status as it is now; sent on every connect, never a queued older one.
         self._status: tuple[str, dict[str, Any]] = ("online", {})
         self._disconnected_since_ns: int | None = time.monotonic_ns()
@@ -380,6 +396,19 @@ class ResultPublisher:
         if connected:
             self._client.publish(self.topics.camera_status(camera_id), payload, 1, True)
 
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Hand every message on `topic_filter` to `handler(topic, payload)` on paho's thread (keep it quick);
+        subscribed at QoS 1 on every connect. Call before `start`."""
+        self._subscriptions[topic_filter] = handler
+
+        def deliver(client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+            try:
+                handler(msg.topic, bytes(msg.payload))
+            except Exception:  # a bad handler must not take paho's network thread down
+                log.exception("MQTT: handler for %s failed", msg.topic)
+
+        self._client.message_callback_add(topic_filter, deliver)
+
     def stats(self) -> PublisherStats:
         now = time.monotonic_ns()
         with self._state_lock:
@@ -421,6 +450,8 @@ class ResultPublisher:
             self._disconnected_since_ns = None
             self._last_error = None
         log.info("MQTT: connected to %s (session present: %s)", self._where, flags.session_present)
+        for topic_filter in self._subscriptions:
+            client.subscribe(topic_filter, qos=1)
         # Not from here: paho re-sends what was in flight at the disconnect right after this callback, and an
         # older status among those would land last. The sender thread publishes the current state after them.
         self._events.put(("connected", 0))

@@ -29,13 +29,14 @@ from typing import Protocol
 
 from lineinspect.core.clock import utc_now
 from lineinspect.core.frame import Frame
-from lineinspect.core.inspector import Inspector
-from lineinspect.core.part import PartRef
-from lineinspect.core.result import Provenance, Result, ResultSinks, UndecidedKind, Verdict
+from lineinspect.core.part import PartRef, Selection
+from lineinspect.core.result import Result, ResultSinks, UndecidedKind, Verdict
 from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.broker import EmbeddedBroker
 from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.supervisor import CameraState, CameraSupervisor, Capture, SkippedPart
+from lineinspect.line.changeover import RecipeBook
+from lineinspect.line.commands import StationCommands
 from lineinspect.line.events import StationEvents
 from lineinspect.line.journal import PartJournal
 from lineinspect.line.mqtt import ResultPublisher
@@ -212,13 +213,10 @@ class SkippedParts:
     worker; when `max_waiting` are already waiting it is decided right there (slower, never dropped).
     """
 
-    def __init__(
-        self, camera_id: str, fanout: ResultFanout, inspector: Inspector, *, recipe_id: str | None, max_waiting: int
-    ) -> None:
+    def __init__(self, camera_id: str, fanout: ResultFanout, book: RecipeBook, *, max_waiting: int) -> None:
         self.camera_id = camera_id
         self.fanout = fanout
-        self.inspector = inspector
-        self.recipe_id = recipe_id
+        self.book = book
         self._waiting: queue.Queue[SkippedPart] = queue.Queue(maxsize=max_waiting)
 
     def put(self, part: SkippedPart) -> None:
@@ -247,7 +245,7 @@ class SkippedParts:
             part.kind,
             f"not inspected: {part.reason}",
             frame=part.frame,
-            provenance=self.inspector.provenance(self.recipe_id),
+            provenance=self.book.provenance(_selection(part.part)),
         )
         deliver(self.fanout, result, self.camera_id, frame=part.frame)
 
@@ -277,19 +275,17 @@ class PartWorker:
         self,
         supervisor: CameraSupervisor,
         skipped: SkippedParts,
-        inspector: Inspector,
+        book: RecipeBook,
         fanout: ResultFanout,
         *,
-        recipe_id: str | None,
         budget_ms: float,
         threads: int = 1,
     ) -> None:
         self.supervisor = supervisor
         self.skipped = skipped
         self.camera_id = supervisor.camera_id
-        self.inspector = inspector
+        self.book = book
         self.fanout = fanout
-        self.recipe_id = recipe_id
         self.budget_ms = budget_ms
         self._n_threads = threads
         self._stop = threading.Event()
@@ -318,7 +314,7 @@ class PartWorker:
                 UndecidedKind.STOPPED,
                 "not inspected: the station stopped before its turn",
                 frame=capture.frame,
-                provenance=self.inspector.provenance(self.recipe_id),
+                provenance=self.book.provenance(self._selection(capture)),
             )
             deliver(self.fanout, result, self.camera_id, frame=capture.frame)
         while self.skipped.decide_waiting():
@@ -338,6 +334,7 @@ class PartWorker:
         frame = capture.frame
         start_ns = capture.start_ns
         deadline_ns = capture.deadline_ns(self.budget_ms)
+        selection = self._selection(capture)
         began_ns = time.monotonic_ns()
         queue_ms = (began_ns - start_ns) / _MS
         if began_ns >= deadline_ns:
@@ -346,11 +343,12 @@ class PartWorker:
                 UndecidedKind.LATE,
                 f"late: not inspected within the budget of {self.budget_ms:g} ms (waited {queue_ms:.0f} ms)",
                 frame=frame,
-                provenance=self.inspector.provenance(self.recipe_id),
+                provenance=self.book.provenance(selection),
             )
             deliver(self.fanout, result, self.camera_id, frame=frame, timings_ms={"queue": queue_ms})
             return
-        result = self.inspector.inspect(frame, self.recipe_id)
+        # The recipe and models active at the part's trigger, whatever was switched since.
+        result = self.book.inspector_for(selection).inspect(frame, selection.recipe_id)
         done_ns = time.monotonic_ns()
         end_to_end_ms = (done_ns - start_ns) / _MS
         if done_ns > deadline_ns:
@@ -361,6 +359,17 @@ class PartWorker:
             )
         timings = {"queue": queue_ms, "end_to_end": end_to_end_ms}
         deliver(self.fanout, result, self.camera_id, frame=frame, timings_ms=timings)
+
+    def _selection(self, capture: Capture) -> Selection:
+        """The part's own selection; a free-running frame (no trigger) takes the camera's active one now."""
+        part = capture.frame.part
+        return (
+            part.selection if part is not None and part.selection is not None else self.book.selection(self.camera_id)
+        )
+
+
+def _selection(part: PartRef | None) -> Selection | None:
+    return part.selection if part is not None else None
 
 
 class LineTrigger:
@@ -414,9 +423,10 @@ class Station:
         supervisors: Sequence[CameraSupervisor],
         workers: Sequence[PartWorker],
         run_id: str,
+        book: RecipeBook,
         journal: PartJournal | None = None,
         watch: LinkWatch | None = None,
-        provenance: Callable[[str | None], Provenance | None] = lambda _recipe: None,
+        commands: StationCommands | None = None,
         tracker: RejectTracker | None = None,
         line_rate_parts_per_min: float | None = None,
         drain_timeout_s: float = 5.0,
@@ -435,7 +445,8 @@ class Station:
         self.run_id = run_id
         self.journal = journal
         self.watch = watch
-        self.provenance = provenance
+        self.book = book
+        self.commands = commands
         self.supervisors = {s.camera_id: s for s in supervisors}
         self.workers = list(workers)
         self.tracker = tracker
@@ -460,6 +471,8 @@ class Station:
             self.publisher.start()
             if self.watch is not None:
                 self.watch.start()
+            if self.commands is not None:
+                self.commands.start()
             if self.tracker is not None:
                 try:
                     self.tracker.start()  # refuses an unreachable actuator
@@ -468,7 +481,7 @@ class Station:
                     raise
             if self.journal is not None:
                 # Before any new part: the parts the last run left without a result, in trigger order.
-                for result in self.journal.recover(self.provenance):
+                for result in self.journal.recover(self.book.current.provenance):
                     self.fanout.deliver(result)
             for worker in self.workers:
                 worker.start()
@@ -514,6 +527,9 @@ class Station:
             tracker.close()
         if self.watch is not None:
             self.watch.stop()
+        if self.commands is not None:
+            self.commands.stop()
+        self.book.close()
         self.publisher.close(drain_timeout_s=min(2.0, self.drain_timeout_s) if self.drain_timeout_s else 0.0)
         self.outbox.close()
         if self.broker is not None:
@@ -553,4 +569,6 @@ class Station:
             alarms=tuple(self.events.active_alarms),
             counts=self.counts.snapshot(),
             archive=None if self.archive is None else self.archive.status(),
+            recipes=self.book.active(),
+            setup=self.book.setup,
         )

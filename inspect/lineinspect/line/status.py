@@ -120,6 +120,8 @@ class StationStatus:
     reject: RejectStatus | None = None
     alarms: tuple[StationAlarm, ...] = field(default_factory=tuple)
     archive: ArchiveStatus | None = None  # None: the station keeps no frames
+    recipes: dict[str, str | None] = field(default_factory=dict)  # each camera's active recipe
+    setup: int | None = None  # the generation of loaded recipes and models (None: offline)
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON of `GET /v1/status`."""
@@ -132,6 +134,8 @@ class StationStatus:
             "alarms": [a.to_payload() for a in self.alarms],
             "counts": dict(self.counts),
             "archive": None if self.archive is None else self.archive.to_payload(),
+            "recipes": dict(self.recipes),
+            "setup": self.setup,
         }
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from lineinspect.core.clock import utc_now
 from lineinspect.core.frame import Frame
-from lineinspect.core.part import PartRef
+from lineinspect.core.part import PartRef, Selection
 from lineinspect.core.result import UndecidedKind
 from lineinspect.line.capture.base import (
     Camera,
@@ -153,13 +153,15 @@ class CameraSupervisor:
         on_part: Callable[[PartRef], None] | None = None,
         on_skipped: Callable[[SkippedPart], None] | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
+        selection: Callable[[], Selection] | None = None,
         join_timeout_s: float = 20.0,
     ) -> None:
         """Times in ms; `join_timeout_s` bounds stop() (an SDK call may block a few seconds on a lost device).
 
         Hooks (called on the trigger or camera thread; an exception is logged, never raised): `on_part` once
         per triggered part, at its trigger; `on_skipped` for a part that will not be inspected; `on_status`
-        on every camera state change.
+        on every camera state change. `selection`: the recipe and setup active now, fixed into each part at
+        its trigger (None: parts carry none and are inspected with the camera's default).
         """
         mode = camera.trigger_mode
         if full_policy is None:
@@ -175,6 +177,7 @@ class CameraSupervisor:
         self.reconnect_max_ms = reconnect_max_ms
         self.full_policy = full_policy
         self.on_part = on_part
+        self.selection = selection
         self.on_skipped = on_skipped
         self.on_status = on_status
         self.join_timeout_s = join_timeout_s
@@ -204,6 +207,7 @@ class CameraSupervisor:
         on_part: Callable[[PartRef], None] | None = None,
         on_skipped: Callable[[SkippedPart], None] | None = None,
         on_status: Callable[[CameraStatus], None] | None = None,
+        selection: Callable[[], Selection] | None = None,
     ) -> CameraSupervisor:
         """A supervisor with the definition's timeouts, backoff and queue; builds the backend unless given."""
         if camera is None:
@@ -221,6 +225,7 @@ class CameraSupervisor:
             on_part=on_part,
             on_skipped=on_skipped,
             on_status=on_status,
+            selection=selection,
         )
 
     # ----------------------------------------------------------------- lifecycle
@@ -267,13 +272,14 @@ class CameraSupervisor:
                 self.camera_id, f"software trigger sent, but the trigger mode is {self.trigger_mode}", "fix the caller"
             )
         now = time.monotonic_ns()
+        selection = self.selection() if self.selection is not None else None
         with self._lock:
             trigger_id = self._next_trigger_id
             self._next_trigger_id += 1
             self._counters["triggers"] += 1
             connected = self._state is CameraState.CONNECTED
             reason = f"camera {self._state.value}: {self._last_error or 'not connected'}"
-            pending = PartRef(self.camera_id, trigger_id, now, part_id, encoder_count)
+            pending = PartRef(self.camera_id, trigger_id, now, part_id, encoder_count, selection)
             if connected:
                 # Recorded before the trigger goes out, so its image cannot arrive first.
                 self._pending.append(pending)
@@ -486,7 +492,8 @@ class CameraSupervisor:
                 if self._pending and (before_ns is None or self._pending[0].trigger_ns <= before_ns):
                     return self._pending.popleft()
                 return None
-            part = PartRef(self.camera_id, self._next_trigger_id, time.monotonic_ns())
+            selection = self.selection() if self.selection is not None else None
+            part = PartRef(self.camera_id, self._next_trigger_id, time.monotonic_ns(), selection=selection)
             self._next_trigger_id += 1
         self._announce(part)
         return part
