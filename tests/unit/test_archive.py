@@ -15,7 +15,7 @@ from lineinspect.core.clock import utc_now
 from lineinspect.core.frame import Frame
 from lineinspect.core.result import Result, UndecidedKind, Verdict
 from lineinspect.line.archive.archive import ImageArchive, KeepRule, NotKept, encode_png
-from lineinspect.line.archive.index import INDEX_FILE, FrameState
+from lineinspect.line.archive.index import INDEX_FILE, WAL_BOUND_BYTES, FrameState
 from lineinspect.line.archive.settings import ArchiveSettings
 from tests.helpers.line_results import finding, line_result
 from tests.helpers.waiting import wait_for
@@ -133,8 +133,8 @@ def test_uploads_are_archived_under_upload_unless_switched_off(tmp_path: Path, a
 def test_the_budget_evicts_passes_before_rejects_oldest_first(tmp_path: Path, alarms: Alarms) -> None:
     shape = (160, 160, 3)  # noise: about 77 kB a frame
     frame_bytes = len(encode_png(frame_of(0, shape).image))
-    # Room for the index (and its WAL) and about ten frames.
-    budget = 600_000 + 10 * frame_bytes
+    # Room for the index (its file, and its WAL as large as it may grow) and about ten frames.
+    budget = WAL_BOUND_BYTES + 300_000 + 10 * frame_bytes
     with open_archive(tmp_path / "a", alarms, budget_bytes=budget) as archive:
         start = utc_now() - timedelta(hours=1)
         order = []

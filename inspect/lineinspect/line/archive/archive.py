@@ -508,8 +508,9 @@ class ImageArchive:
         self._raise(kind, message)
 
     def _evict(self, index: ArchiveIndex, room_bytes: int = 0) -> None:
-        """Keep the age limit and the disk budget (frames + index), leaving `room_bytes` for frames about to be
-        written."""
+        """Keep the age limit and the disk budget (frames + index, and room for the index to grow until its next
+        checkpoint), leaving `room_bytes` for frames about to be written."""
+        budget = self.settings.budget_bytes
         now = utc_now()
         cutoff = now - timedelta(days=self.settings.max_age_days)
         while rows := index.older_than(cutoff, _EVICT_BATCH):
@@ -517,11 +518,10 @@ class ImageArchive:
         if time.monotonic_ns() >= self._next_tombstone_prune_ns:
             self._next_tombstone_prune_ns = time.monotonic_ns() + _TOMBSTONE_PRUNE_INTERVAL_NS
             index.forget_tombstones(cutoff)
-        while self._used_bytes + index.file_bytes() + room_bytes > self.settings.budget_bytes:
+        while (over := self._used_bytes + index.file_bytes() + index.growth_bytes() + room_bytes - budget) > 0:
             rows = index.eviction_candidates(_EVICT_BATCH)
             if not rows:
                 return
-            over = self._used_bytes + index.file_bytes() + room_bytes - self.settings.budget_bytes
             chosen: list[FrameRow] = []
             for row in rows:
                 chosen.append(row)

@@ -32,6 +32,11 @@ from lineinspect.line.sqlite_file import OpenProblem, open_problem
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.sqlite"
+_PAGE_BYTES = 4096
+_WAL_CHECKPOINT_PAGES = 256
+# The WAL is checkpointed past 256 pages (1 MiB) and truncated back to that; one transaction more (a batch of
+# rows, an eviction: a few dozen pages) is all it can grow beyond.
+WAL_BOUND_BYTES = (_WAL_CHECKPOINT_PAGES + 64) * _PAGE_BYTES
 
 
 class ArchiveIndexError(LineinspectError):
@@ -186,7 +191,10 @@ class ArchiveIndex:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=1.0)
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            conn.execute("PRAGMA journal_size_limit=4194304").fetchone()
+            # A small WAL, checkpointed often: the index counts against the disk budget, so its size must be
+            # bounded and known (WAL_BOUND_BYTES), not swing by megabytes between checkpoints.
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}").fetchone()
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_CHECKPOINT_PAGES * _PAGE_BYTES}").fetchone()
             conn.execute("PRAGMA synchronous=NORMAL")
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
@@ -423,11 +431,17 @@ class ArchiveIndex:
 
     def file_bytes(self) -> int:
         """The index's own size on disk (it counts against the budget too)."""
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += Path(f"{self.path}{suffix}").stat().st_size
-        return total
+        return self._size("") + self._size("-wal")
+
+    def growth_bytes(self) -> int:
+        """How much more the index's WAL may grow before a checkpoint: kept free within the budget."""
+        return max(0, WAL_BOUND_BYTES - self._size("-wal"))
+
+    def _size(self, suffix: str) -> int:
+        try:
+            return Path(f"{self.path}{suffix}").stat().st_size
+        except OSError:
+            return 0
 
     def close(self) -> None:
         with self._lock:
