@@ -6,6 +6,7 @@ Inspectors, so there is one place where objects are wired together.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from lineinspect.errors import ConfigError, ModelError
 from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.broker import BrokerError, EmbeddedBroker
+from lineinspect.line.camera_health import CameraHealth
 from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
 from lineinspect.line.capture.supervisor import CameraSupervisor
 from lineinspect.line.changeover import Change, ChangeoverAudit, RecipeBook
@@ -44,7 +46,7 @@ from lineinspect.line.station import (
     SkippedParts,
     Station,
 )
-from lineinspect.line.status import PartCounts, StatusProvider
+from lineinspect.line.status import PartCounts, StationStatus, StatusProvider
 from lineinspect.line.watch import LinkWatch
 
 if TYPE_CHECKING:  # the HTTP stack is imported only by the commands that serve it
@@ -105,14 +107,19 @@ def build_inspector(
     config: StationConfig,
     calibrations: Mapping[str, PlaneCalibration] | None = None,
 ) -> Inspector:
-    """calibrations None: those of the cameras in cameras/*.yaml, with a warning for mm limits under 3 px."""
+    """calibrations None: those of the cameras in cameras/*.yaml, with a warning for mm limits under 3 px.
+
+    Each camera's frame plausibility overrides (its `frame:` section and configured size) come from its definition.
+    """
+    cameras = load_cameras(station_dir)
     if calibrations is None:
-        loaded = load_calibrations(station_dir, [c.id for c in load_cameras(station_dir)])
+        loaded = load_calibrations(station_dir, [c.id for c in cameras])
         warn_small_limits(config.recipes, loaded)
         calibrations = loaded
     models = load_models(station_dir, config.recipes, runtime_options(config.runtime))
     recipes = {r.id: r for r in config.recipes}
-    return Inspector(models, recipes, config.default_recipe_id, calibrations)
+    camera_limits = {c.id: c.frame_limits() for c in cameras}
+    return Inspector(models, recipes, config.default_recipe_id, calibrations, camera_limits)
 
 
 def single_model_inspector(path: Path, options: RuntimeOptions, recipe: Recipe | None = None) -> Inspector:
@@ -274,10 +281,16 @@ def build_station(
         commands.on("reload", lambda body: _outcome(book.reload(source="mqtt", request_id=body.get("request_id"))))
         publisher.subscribe(publisher.topics.commands, commands.submit)
         counts = PartCounts()
+        # Camera health from every camera result's frame measures; its alarms go through the event channel.
+        health = CameraHealth(
+            events,
+            settings={cam.id: cam.health for cam in cameras},
+            baselines={cam.id: inspector.frame_baseline(cam.recipe) for cam in cameras},
+        )
         fanout = ResultFanout(
             publisher,
             station_path=config.station.path,
-            sinks=ResultSinks([counts.observe, *result_sinks]),
+            sinks=ResultSinks([counts.observe, health, *result_sinks]),
             run_id=run_id,
             reject=reject,
             archive=archive,
@@ -360,6 +373,10 @@ def build_http_app(
     from lineinspect.http.routes.status import status_router
     from lineinspect.http.routes.triggers import triggers_router
 
+    if station is not None:
+        health = next((s for s in station.fanout.sinks if isinstance(s, CameraHealth)), None)
+        if health is not None:
+            status = with_camera_health(status, health)
     routers = [
         results_router(store),
         archive_router(archive, store),
@@ -380,3 +397,12 @@ def build_http_app(
         result_sinks=result_sinks,
         archive=archive,
     )
+
+
+def with_camera_health(status: StatusProvider, health: CameraHealth) -> StatusProvider:
+    """The station's status with its cameras' health (the watch is a sink of the station's fanout)."""
+
+    def provider() -> StationStatus:
+        return dataclasses.replace(status(), camera_health=health.status())
+
+    return provider

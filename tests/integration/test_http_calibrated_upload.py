@@ -81,7 +81,7 @@ def test_upload_naming_a_calibrated_camera_is_measured_in_mm(client: TestClient,
     assert_valid(payload)
     assert payload["camera_id"] == "top"
     assert payload["calibration_id"] == "top-20260101T000000Z-abc123"
-    assert payload["measurements"] == {"mm_per_px": MM_PER_PX}
+    assert payload["measurements"]["mm_per_px"] == MM_PER_PX
     (defect,) = payload["defects"]
     # The 64×64 test model sees the 16×16 px spot only roughly; at 0.5 mm/px it is about 8 × 8 mm.
     assert defect["length_mm"] == pytest.approx(8.0, rel=0.2)
@@ -92,7 +92,7 @@ def test_upload_naming_a_calibrated_camera_is_measured_in_mm(client: TestClient,
 def test_upload_without_camera_says_sizes_are_px_only(client: TestClient) -> None:
     payload = post(client).json()
     assert_valid(payload)
-    assert payload["calibration_id"] is None and payload["measurements"] == {"mm_per_px": None}
+    assert payload["calibration_id"] is None and payload["measurements"]["mm_per_px"] is None
     assert payload["defects"][0]["length_mm"] is None
     assert payload["reason"].endswith("; sizes in px only: no camera named")
 

@@ -33,7 +33,7 @@ from lineinspect.core.result import Result, Verdict
 from lineinspect.line.archive.archive import ArchiveStatus
 from lineinspect.line.capture.supervisor import CameraStatus
 from lineinspect.line.results_store import source_of
-from lineinspect.line.status import BrokerStatus, RejectStatus, StationStatus, StatusProvider
+from lineinspect.line.status import BrokerStatus, CameraHealthStatus, RejectStatus, StationStatus, StatusProvider
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,7 @@ class _StatusCollector(Collector):
             *_alarm_families(status),
             *_count_families(status.counts),
             *_archive_families(status.archive),
+            *_camera_health_families(status.camera_health),
         ]
 
 
@@ -325,6 +326,53 @@ def _archive_families(archive: ArchiveStatus | None) -> list[Metric]:
             )
         )
     return families
+
+
+# measure → (metric name part, what it is): the frame measures of line/camera_health's averages.
+_HEALTH_MEASURES = {
+    "focus": ("focus", "Focus: variance of the Laplacian at the model's input size (falls as the image blurs)"),
+    "mean_level": ("brightness_level", "Brightness: mean grey level 0-255 (falls as the light ages)"),
+    "contrast": ("contrast_level", "Contrast: standard deviation of the grey levels"),
+    "noise": ("noise_level", "Noise: estimated sensor noise sigma in grey levels (rises with gain, failing light)"),
+}
+
+
+def _camera_health_families(health: tuple[CameraHealthStatus, ...]) -> list[Metric]:
+    """Per camera: the frame measures averaged over recent plausible frames, the taught baseline, the drift
+    from it (share), and implausible frames (in a row, total)."""
+    if not health:
+        return []
+    families: list[Metric] = []
+    for measure, (part, doc) in _HEALTH_MEASURES.items():
+        current = GaugeMetricFamily(f"{PREFIX}_camera_{part}", f"{doc}; average over recent frames.", labels=["camera"])
+        baseline = GaugeMetricFamily(
+            f"{PREFIX}_camera_{part}_baseline", f"{doc}; the taught baseline's median.", labels=["camera"]
+        )
+        for cam in health:
+            if measure in cam.averages:
+                current.add_metric([cam.camera_id], cam.averages[measure])
+            if cam.baseline is not None and measure in cam.baseline:
+                baseline.add_metric([cam.camera_id], cam.baseline[measure])
+        families += [current, baseline]
+    drift = GaugeMetricFamily(
+        f"{PREFIX}_camera_drift_share",
+        "How far the camera's average is from its taught baseline ((average - baseline) / baseline).",
+        labels=["camera", "measure"],
+    )
+    in_row = GaugeMetricFamily(
+        f"{PREFIX}_camera_implausible_frames_in_row", "Implausible frames in a row now.", labels=["camera"]
+    )
+    total = CounterMetricFamily(
+        f"{PREFIX}_camera_implausible_frames",
+        "Implausible frames since start (undecided 'plausibility').",
+        labels=["camera"],
+    )
+    for cam in health:
+        for measure, share in cam.drift_shares.items():
+            drift.add_metric([cam.camera_id, measure], share)
+        in_row.add_metric([cam.camera_id], cam.implausible_in_row)
+        total.add_metric([cam.camera_id], cam.implausible_total)
+    return [*families, drift, in_row, total]
 
 
 __all__ = ["CONTENT_TYPE", "StationMetrics"]

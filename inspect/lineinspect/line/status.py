@@ -111,6 +111,49 @@ class RejectStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthSample:
+    """One inspected frame's measures (focus, mean_level, contrast, noise) for the camera health trend."""
+
+    at: datetime
+    measures: dict[str, float]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"at": iso_utc(self.at, "milliseconds"), **{k: round(v, 3) for k, v in self.measures.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class CameraHealthStatus:
+    """A camera's frames over time (line/camera_health.py): implausible frames, averages against the baseline."""
+
+    camera_id: str
+    frames: int  # inspected frames seen (plausible or not)
+    implausible_total: int
+    implausible_in_row: int
+    implausible_alarm: bool
+    drift_alarm: bool
+    drift_warn_share: float
+    averages: dict[str, float]  # measure → average over the recent plausible frames
+    baseline: dict[str, float] | None  # measure → the taught baseline's median; None: the card has none
+    drift_shares: dict[str, float]  # measure → (average − baseline) / baseline
+    history: tuple[HealthSample, ...] = ()
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "camera_id": self.camera_id,
+            "frames": self.frames,
+            "implausible_total": self.implausible_total,
+            "implausible_in_row": self.implausible_in_row,
+            "implausible_alarm": self.implausible_alarm,
+            "drift_alarm": self.drift_alarm,
+            "drift_warn_share": self.drift_warn_share,
+            "averages": {k: round(v, 3) for k, v in self.averages.items()},
+            "baseline": None if self.baseline is None else {k: round(v, 3) for k, v in self.baseline.items()},
+            "drift_shares": {k: round(v, 4) for k, v in self.drift_shares.items()},
+            "history": [h.to_payload() for h in self.history],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class StationStatus:
     station: StationInfo
     counts: dict[str, int]
@@ -122,6 +165,7 @@ class StationStatus:
     archive: ArchiveStatus | None = None  # None: the station keeps no frames
     recipes: dict[str, str | None] = field(default_factory=dict)  # each camera's active recipe
     setup: int | None = None  # the generation of loaded recipes and models (None: offline)
+    camera_health: tuple[CameraHealthStatus, ...] = ()  # the cameras' frame measures over time
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON of `GET /v1/status`."""
@@ -136,6 +180,7 @@ class StationStatus:
             "archive": None if self.archive is None else self.archive.to_payload(),
             "recipes": dict(self.recipes),
             "setup": self.setup,
+            "camera_health": [h.to_payload() for h in self.camera_health],
         }
 
 
