@@ -26,6 +26,7 @@ from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.broker import BrokerError, EmbeddedBroker
 from lineinspect.line.camera_health import CameraHealth
+from lineinspect.line.capture.base import TriggerMode
 from lineinspect.line.capture.config import CAMERAS_DIR, CameraConfig, load_cameras
 from lineinspect.line.capture.supervisor import CameraSupervisor
 from lineinspect.line.changeover import Change, ChangeoverAudit, RecipeBook
@@ -35,8 +36,11 @@ from lineinspect.line.journal import PartJournal, new_run_id
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
 from lineinspect.line.outbox import Outbox
+from lineinspect.line.plc_trigger.settings import ModbusTriggerSource, PlcTriggerSettings
+from lineinspect.line.plc_trigger.trigger import PlcTrigger, SelectRecipe, TriggerInput
 from lineinspect.line.reject.wiring import build_reject_tracker
 from lineinspect.line.results_store import ResultStore
+from lineinspect.line.shadow import SHADOW_FILE, ShadowError, ShadowRunner, ShadowStore
 from lineinspect.line.station import (
     FrameArchive,
     PartEntry,
@@ -87,18 +91,19 @@ def model_option(station_dir: Path, value: str) -> Path:
 
 
 def load_models(station_dir: Path, recipes: list[Recipe], options: RuntimeOptions) -> dict[str, Model]:
-    """Load each model the recipes use, once."""
+    """Load each model the recipes use (production and shadow), once."""
     models: dict[str, Model] = {}
     for recipe in recipes:
-        if recipe.model in models:
-            continue
-        path = model_dir(station_dir, recipe.model)
-        if not path.is_dir():
-            raise ModelError(
-                f"recipe '{recipe.id}': model folder {path} not found "
-                f"(models live in {station_dir / MODELS_DIR}/<name>/ with model.onnx and model.yaml)"
-            )
-        models[recipe.model] = Model.load(path, options)
+        for name in (recipe.model, recipe.shadow):
+            if name is None or name in models:
+                continue
+            path = model_dir(station_dir, name)
+            if not path.is_dir():
+                raise ModelError(
+                    f"recipe '{recipe.id}': model folder {path} not found "
+                    f"(models live in {station_dir / MODELS_DIR}/<name>/ with model.onnx and model.yaml)"
+                )
+            models[name] = Model.load(path, options)
     return models
 
 
@@ -192,6 +197,72 @@ def build_archive(station_dir: Path, settings: ArchiveSettings, *, events: Stati
     )
 
 
+PLC_TRIGGER_ALARM_SOURCE = "plc_trigger"
+
+
+def _trigger_input(entry: PlcTriggerSettings, field_path: str) -> TriggerInput:
+    # Imported here: a station without PLC triggers never loads pymodbus or asyncua for them.
+    if isinstance(entry.source, ModbusTriggerSource):
+        from lineinspect.line.plc_trigger.modbus import ModbusTriggerInput
+
+        return ModbusTriggerInput(entry.source, field_path=field_path)
+    from lineinspect.line.plc_trigger.opcua import OpcUaTriggerInput
+
+    return OpcUaTriggerInput(entry.source, camera_id=entry.camera, field_path=field_path)
+
+
+def build_plc_triggers(
+    config: StationConfig,
+    station: Station,
+    select_recipe: SelectRecipe | None,
+    events: StationEvents,
+    *,
+    station_dir: Path | None = None,
+) -> list[PlcTrigger]:
+    """One `PlcTrigger` per `plc_triggers:` entry (not started: `start()` after `station.start()`, `stop()`
+    before `station.stop()`). Each names a camera of the station whose trigger mode is software.
+
+    select_recipe: (camera_id, recipe_id), the station's run-time recipe switch; None until the station
+    has one (product codes are then checked and logged only). Alarms go to `events` with the source
+    `plc_trigger.<camera>`.
+    """
+    where = str(station_dir / "station.yaml") if station_dir is not None else "station.yaml"
+    triggers: list[PlcTrigger] = []
+    for i, entry in enumerate(config.plc_triggers):
+        field_path = f"plc_triggers[{i}]"
+        supervisor = station.supervisors.get(entry.camera)
+        if supervisor is None:
+            raise ConfigError(
+                f"{where}: {field_path}.camera '{entry.camera}' is not a camera of this station (cameras/"
+                f"{entry.camera}.yaml not found); cameras: {sorted(station.supervisors) or 'none'}"
+            )
+        if supervisor.trigger_mode is not TriggerMode.SOFTWARE:
+            camera_file = f"{station_dir / CAMERAS_DIR if station_dir else CAMERAS_DIR}/{entry.camera}.yaml"
+            raise ConfigError(
+                f"{where}: {field_path}.camera '{entry.camera}' has trigger mode {supervisor.trigger_mode} "
+                f"({camera_file} acquisition.trigger.mode); a PLC trigger needs a software-triggered camera. Set "
+                "the camera's trigger mode to software, or wire the PLC output to the camera's input line instead"
+            )
+        source = f"{PLC_TRIGGER_ALARM_SOURCE}.{entry.camera}"
+
+        def on_alarm(kind: str, message: str, source: str = source) -> None:
+            events.raise_alarm(StationAlarm(source, kind, message))
+
+        triggers.append(
+            PlcTrigger(
+                entry,
+                _trigger_input(entry, f"{field_path}.source"),
+                trigger=station.trigger,
+                select_recipe=select_recipe,
+                on_alarm=on_alarm,
+                on_clear=events.clear_alarm,
+                alarm_source=source,
+                field_path=field_path,
+            )
+        )
+    return triggers
+
+
 def build_station(
     station_dir: Path,
     config: StationConfig,
@@ -280,6 +351,9 @@ def build_station(
         )
         commands.on("reload", lambda body: _outcome(book.reload(source="mqtt", request_id=body.get("request_id"))))
         publisher.subscribe(publisher.topics.commands, commands.submit)
+        shadow = _shadow_runner(station_dir, book)
+        if shadow is not None:
+            undo.callback(shadow.store.close)
         counts = PartCounts()
         # Camera health from every camera result's frame measures; its alarms go through the event channel.
         health = CameraHealth(
@@ -316,6 +390,7 @@ def build_station(
                     fanout,
                     budget_ms=config.budget_ms,
                     threads=config.line.inspection_threads,
+                    shadow=shadow,
                 )
             )
         station = Station(
@@ -333,6 +408,7 @@ def build_station(
             watch=watch,
             book=book,
             commands=commands,
+            shadow=shadow,
             tracker=reject.tracker if reject is not None else None,
             line_rate_parts_per_min=config.line.trigger_rate_parts_per_min,
             drain_timeout_s=config.line.drain_timeout_s,
@@ -342,6 +418,15 @@ def build_station(
         )
         undo.pop_all()  # the station owns them now
     return station
+
+
+def _shadow_runner(station_dir: Path, book: RecipeBook) -> ShadowRunner | None:
+    """Shadow models' runner; a shadow store that cannot be opened costs the shadows, never the line."""
+    try:
+        return ShadowRunner(lambda: book.current, ShadowStore(station_dir / SHADOW_FILE))
+    except ShadowError as exc:
+        log.error("shadow models are off: %s", exc)
+        return None
 
 
 def _outcome(change: Change) -> tuple[bool, str]:
@@ -370,6 +455,7 @@ def build_http_app(
     from lineinspect.http.routes.metrics import metrics_router
     from lineinspect.http.routes.recipes import recipes_router
     from lineinspect.http.routes.results import results_router
+    from lineinspect.http.routes.shadow import shadow_router
     from lineinspect.http.routes.status import status_router
     from lineinspect.http.routes.triggers import triggers_router
 
@@ -388,6 +474,8 @@ def build_http_app(
         modes = {c: s.trigger_mode for c, s in station.supervisors.items()}
         routers.append(triggers_router(station.trigger, modes, run_id=station.run_id))
         routers.append(recipes_router(station.book))
+        if station.shadow is not None:
+            routers.append(shadow_router(station.shadow.store))
     return create_app(
         inspector,
         config.http,

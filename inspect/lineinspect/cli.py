@@ -301,7 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from lineinspect.assemble import build_http_app, build_inspector, build_station
+    from lineinspect.assemble import build_http_app, build_inspector, build_plc_triggers, build_station
     from lineinspect.config import load_station, station_dir_from
     from lineinspect.http.server import bind_socket, make_server, serve, url_of
     from lineinspect.line.metrics import StationMetrics
@@ -322,7 +322,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         inspector = build_inspector(station_dir, config)  # one Inspector for camera parts and uploads
         station = build_station(station_dir, config, inspector=inspector, result_sinks=sinks)
+        try:
+            # select_recipe None: PLC product codes are checked and logged, not yet switched (see the report).
+            plc_triggers = build_plc_triggers(config, station, None, station.events, station_dir=station_dir)
+        except BaseException:
+            station.stop()
+            raise
         station.start()
+        for plc_trigger in plc_triggers:  # after the station, so their first part finds it running
+            plc_trigger.start()
     except BaseException:
         sock.close()
         store.close()
@@ -372,6 +380,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             timer.cancel()
             timer.join()
         sock.close()
+        for plc_trigger in plc_triggers:  # before the station: no PLC part reaches a stopping station
+            plc_trigger.stop()
         station.stop()
         store.close()
     counts = station.counts.snapshot()
@@ -744,6 +754,92 @@ def add_archive(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_archive)
 
 
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from lineinspect.config import station_dir_from
+    from lineinspect.line.shadow import SHADOW_FILE, ShadowStore
+
+    station_dir = station_dir_from(args.station_dir)
+    path = station_dir / SHADOW_FILE
+    if not path.is_file():
+        raise LineinspectError(f"{path}: no shadow verdicts yet (name a `shadow:` model in a recipe and run the line)")
+    since = None
+    if args.since is not None:
+        since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        if since.tzinfo is None:
+            raise LineinspectError(f"--since {args.since}: give a time zone, e.g. {args.since}Z for UTC")
+    store = ShadowStore(path)
+    try:
+        report = store.report(recipe=args.recipe, since=since, disagreements_max=args.disagreements)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    agreement = "n/a" if report["agreement"] is None else f"{report['agreement'] * 100:.1f} %"
+    print(f"{report['parts']} parts compared; shadow agrees with production on {agreement}")
+    for m in report["models"]:
+        print(f"  recipe {m['recipe']}: production {m['production']['id']} vs shadow {m['shadow']['id']}")
+    print(
+        "  production verdict → shadow verdict: "
+        + "; ".join(f"{p}→{s} {n}" for p, row in report["confusion"].items() for s, n in row.items() if n)
+    )
+    for name, c in sorted(report["classes"].items()):
+        print(f"  {name}: both {c['both']}, production only {c['production_only']}, shadow only {c['shadow_only']}")
+    for d in report["disagreements"][:20]:
+        image = f" image {d['image_ref']}" if d["image_ref"] else ""
+        print(
+            f"  {d['decided_at']} {d['camera_id']} {d['part_id'] or d['result_id']}: production "
+            f"{d['production_verdict']}, shadow {d['shadow_verdict']} ({d['shadow_reason']}){image}"
+        )
+    return EXIT_OK
+
+
+def add_shadow(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shadow", help="compare a recipe's shadow model with production on the line's parts")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    report = actions.add_parser("report", help="agreement, verdict confusion, per class, the disagreeing parts")
+    report.add_argument("--station-dir", help=STATION_DIR_HELP)
+    report.add_argument("--recipe", help="only this recipe's parts")
+    report.add_argument("--since", help="only parts decided since (ISO 8601 with a zone, e.g. 2026-05-01T06:00:00Z)")
+    report.add_argument("--disagreements", type=int, default=100, help="disagreeing parts listed (default 100)")
+    report.add_argument("--json", action="store_true", help="the whole report as JSON")
+    report.set_defaults(func=cmd_shadow_report)
+
+
+def cmd_model_promote(args: argparse.Namespace) -> int:
+    from lineinspect.config import station_dir_from
+    from lineinspect.offline.promotion import promote, rollback
+
+    station_dir = station_dir_from(args.station_dir)
+    if args.action == "promote":
+        done = promote(station_dir, args.name, args.recipe)
+        print(f"recipe '{done.recipe}' now runs '{done.model}' (was '{done.previous_model}', kept for rollback)")
+    else:
+        done = rollback(station_dir, args.recipe)
+        print(f"recipe '{done.recipe}' runs '{done.model}' again; '{done.previous_model}' is its shadow")
+    print(
+        "station.yaml updated; a running station switches at its next reload: POST /v1/reload, the MQTT command "
+        "reload, or SIGHUP"
+    )
+    return EXIT_OK
+
+
+def add_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="promote a recipe's shadow model to production, or roll back")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    promote = actions.add_parser("promote", help="the recipe's shadow model NAME becomes its production model")
+    promote.add_argument("name", metavar="NAME", help="the shadow model's folder name under models/")
+    promote.add_argument("--recipe", required=True, help="recipe id in station.yaml")
+    promote.add_argument("--station-dir", help=STATION_DIR_HELP)
+    promote.set_defaults(func=cmd_model_promote)
+    back = actions.add_parser("rollback", help="undo the recipe's latest promotion")
+    back.add_argument("--recipe", required=True, help="recipe id in station.yaml")
+    back.add_argument("--station-dir", help=STATION_DIR_HELP)
+    back.set_defaults(func=cmd_model_promote)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_schema,
     add_serve,
@@ -755,6 +851,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_evaluate,
     add_retune,
     add_archive,
+    add_shadow,
+    add_model,
 ]
 
 

@@ -61,6 +61,11 @@ class Recipe(BaseModel):
         description="Frame plausibility limits for this product, over the model card's taught ones (a field set to "
         "null switches that check off); a frame outside them is undecided.",
     )
+    shadow: str | None = Field(
+        None,
+        description="A model (folder name under models/) run on the same frames after each verdict, never actuating "
+        "and never delaying it; its verdicts are kept beside the production ones (`lineinspect shadow report`).",
+    )
     part_present: PartPresent | None = Field(
         None, description="How to tell a part is in the frame (a region's brightness/contrast); default: not checked."
     )

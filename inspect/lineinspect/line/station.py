@@ -42,6 +42,7 @@ from lineinspect.line.journal import PartJournal
 from lineinspect.line.mqtt import ResultPublisher
 from lineinspect.line.outbox import Outbox, OutboxError
 from lineinspect.line.reject.tracker import RejectTracker
+from lineinspect.line.shadow import ShadowRunner
 from lineinspect.line.status import (
     MODE_LINE,
     BrokerStatus,
@@ -260,12 +261,13 @@ def deliver(
     *,
     frame: Frame | None = None,
     timings_ms: dict[str, float] | None = None,
-) -> None:
+) -> Result | None:
     """Hand a result to the fanout from a camera or worker thread, which must go on whatever happens."""
     try:
-        fanout.deliver(result, frame=frame, timings_ms=timings_ms)
+        return fanout.deliver(result, frame=frame, timings_ms=timings_ms)
     except Exception:
         log.exception("camera %s: result %s could not be delivered", camera_id, result.result_id)
+        return None
 
 
 class PartWorker:
@@ -280,8 +282,10 @@ class PartWorker:
         *,
         budget_ms: float,
         threads: int = 1,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.shadow = shadow
         self.skipped = skipped
         self.camera_id = supervisor.camera_id
         self.book = book
@@ -358,7 +362,10 @@ class PartWorker:
                 f"(the inspection said {result.verdict.value}: {result.reason})",
             )
         timings = {"queue": queue_ms, "end_to_end": end_to_end_ms}
-        deliver(self.fanout, result, self.camera_id, frame=frame, timings_ms=timings)
+        final = deliver(self.fanout, result, self.camera_id, frame=frame, timings_ms=timings)
+        if self.shadow is not None and final is not None:
+            # After the verdict is out, and only when no part waits for its own inspection.
+            self.shadow.after_verdict(final, frame, busy=self.supervisor.captures.qsize() > 0)
 
     def _selection(self, capture: Capture) -> Selection:
         """The part's own selection; a free-running frame (no trigger) takes the camera's active one now."""
@@ -427,6 +434,7 @@ class Station:
         journal: PartJournal | None = None,
         watch: LinkWatch | None = None,
         commands: StationCommands | None = None,
+        shadow: ShadowRunner | None = None,
         tracker: RejectTracker | None = None,
         line_rate_parts_per_min: float | None = None,
         drain_timeout_s: float = 5.0,
@@ -447,6 +455,7 @@ class Station:
         self.watch = watch
         self.book = book
         self.commands = commands
+        self.shadow = shadow
         self.supervisors = {s.camera_id: s for s in supervisors}
         self.workers = list(workers)
         self.tracker = tracker
@@ -473,6 +482,8 @@ class Station:
                 self.watch.start()
             if self.commands is not None:
                 self.commands.start()
+            if self.shadow is not None:
+                self.shadow.start()
             if self.tracker is not None:
                 try:
                     self.tracker.start()  # refuses an unreachable actuator
@@ -529,6 +540,8 @@ class Station:
             self.watch.stop()
         if self.commands is not None:
             self.commands.stop()
+        if self.shadow is not None:
+            self.shadow.stop()
         self.book.close()
         self.publisher.close(drain_timeout_s=min(2.0, self.drain_timeout_s) if self.drain_timeout_s else 0.0)
         self.outbox.close()
