@@ -20,6 +20,16 @@ from tests.helpers.subscriber import Subscriber
 STATION_PATH = "acme/s1/a1/l1/cell1/lineinspect/teststation"
 # Mosquitto that saves sessions at once, so a SIGKILLed broker comes back with the subscriber's subscription.
 SAVE_SESSIONS = ["autosave_interval 1", "autosave_on_changes true", "user root"]
+# A dry-run reject station for 2 parts/s: it logs and publishes what it would switch.
+DRY_RUN_REJECT = {
+    "mode": "timed",
+    "backend": {"type": "dry_run"},
+    "inspection_budget_ms": 300,
+    "line_rate_parts_per_min": 120,
+    "delay_ms": 400,
+    "pulse_width_ms": 20,
+    "audit_dir": "audit",
+}
 # Broker settings that keep a test short: reconnect every second.
 FAST_MQTT = {"reconnect_min_delay_s": 1, "reconnect_max_delay_s": 1, "keepalive_s": 5, "connect_timeout_s": 2}
 

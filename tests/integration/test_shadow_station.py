@@ -13,19 +13,10 @@ from lineinspect.core.modelcard import ModelCard, write_card
 from lineinspect.line.station import Station
 from tests.helpers.graphs import brightness_anomaly
 from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.station_runtime import running_station, subscribed, write_line_station
+from tests.helpers.station_runtime import DRY_RUN_REJECT, running_station, subscribed, write_line_station
 from tests.helpers.waiting import wait_for
 from tests.integration.test_changeover_station import card_sha, http_for
 
-REJECT = {
-    "mode": "timed",
-    "backend": {"type": "dry_run"},
-    "inspection_budget_ms": 300,
-    "line_rate_parts_per_min": 120,
-    "delay_ms": 400,
-    "pulse_width_ms": 20,
-    "audit_dir": "audit",
-}
 PARTS = 20
 
 
@@ -48,7 +39,7 @@ def test_a_shadow_model_is_compared_on_live_parts_without_acting_then_promoted_a
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     recipes = [{"id": "part", "model": "bright", "shadow": "blind"}]
-    write_line_station(tmp_path, mosquitto.port, parts="gb", recipes=recipes, reject=REJECT)
+    write_line_station(tmp_path, mosquitto.port, parts="gb", recipes=recipes, reject=DRY_RUN_REJECT)
     blind_model(tmp_path / "models" / "blind")
     with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station, http_for(station, tmp_path) as http:
         wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -18,66 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-import httpx
-
 from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.station_process import start_station, trigger
 from tests.helpers.station_runtime import SAVE_SESSIONS, subscribed, write_line_station
 from tests.helpers.subscriber import assert_complete_in_order
-from tests.helpers.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = 3
 BURST = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_station(station_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'inspect'}{os.pathsep}{REPO}"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lineinspect.cli",
-            "run",
-            "--station-dir",
-            str(station_dir),
-            "--port",
-            str(port),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def serving() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
-        except httpx.TransportError:
-            assert proc.poll() is None, f"the station exited with {proc.returncode}"
-            return False
-
-    wait_for(serving, 30, "station serving")
-    return proc, url
-
-
-def trigger(url: str, part_id: str) -> tuple[str, int] | None:
-    """One part over HTTP; (run_id, trigger_id) when the station accepted it, None when the answer was lost."""
-    try:
-        answer = httpx.post(f"{url}/v1/cameras/cam1/trigger", json={"part_id": part_id}, timeout=2.0)
-    except httpx.TransportError:
-        return None
-    assert answer.status_code == 202, answer.text
-    body = answer.json()
-    return str(body["run_id"]), int(body["trigger_id"])
 
 
 def test_every_accepted_trigger_ends_as_exactly_one_result_across_repeated_kills(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from lineinspect.core.result import Result
 from tests.helpers.graphs import slow_brightness_anomaly
 from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.station_runtime import STATION_PATH, running_station, subscribed, write_line_station
+from tests.helpers.station_runtime import DRY_RUN_REJECT, STATION_PATH, running_station, subscribed, write_line_station
 from tests.helpers.waiting import wait_for
 
 
@@ -69,16 +69,7 @@ def test_station_publishes_one_result_per_part_with_right_verdicts_and_consecuti
 
 
 def test_reject_dry_run_fires_for_failed_and_undecided_parts_only(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    reject = {
-        "mode": "timed",
-        "backend": {"type": "dry_run"},
-        "inspection_budget_ms": 300,
-        "line_rate_parts_per_min": 120,
-        "delay_ms": 400,
-        "pulse_width_ms": 20,
-        "audit_dir": "audit",
-    }
-    write_line_station(tmp_path, mosquitto.port, parts="gbg", reject=reject)
+    write_line_station(tmp_path, mosquitto.port, parts="gbg", reject=DRY_RUN_REJECT)
     sink = Collected()
     with subscribed(mosquitto.port) as sub, running_station(tmp_path, result_sinks=(sink,)) as station:
         wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")

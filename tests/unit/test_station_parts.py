@@ -268,20 +268,28 @@ def test_an_inspection_that_ends_after_the_deadline_is_late_and_keeps_what_the_m
     assert late.timings_ms["end_to_end"] >= 60
 
 
+def camera_line(
+    inspector: Inspector,
+    outbox: StoringOutbox,
+    log: TrackerLog,
+    seen: list[Result],
+    *,
+    bad_triggers: frozenset[int] = frozenset(),
+) -> tuple[CameraSupervisor, PartWorker]:
+    """One camera as the station wires it: entries to the reject feed, skipped parts, a worker (not started)."""
+    feed = RejectFeed(log, "cam1")  # type: ignore[arg-type]
+    fanout = fanout_for(outbox, seen.append, reject=feed)
+    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=4)
+    camera = TriggeredCamera(good_image(), bad_image(), bad_triggers=bad_triggers)
+    supervisor = CameraSupervisor(camera, on_part=feed.part_entered, on_skipped=skipped.put)
+    return supervisor, PartWorker(supervisor, skipped, skipped.book, fanout, budget_ms=2000)
+
+
 def test_worker_threads_give_each_triggered_part_one_result_in_order_and_entries_before_verdicts(
     inspector: Inspector, outbox: StoringOutbox
 ) -> None:
-    log = TrackerLog()
-    feed = RejectFeed(log, "cam1")  # type: ignore[arg-type]
-    seen: list[Result] = []
-    fanout = fanout_for(outbox, seen.append, reject=feed)
-    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=4)
-    supervisor = CameraSupervisor(
-        TriggeredCamera(good_image(), bad_image(), bad_triggers=frozenset({2})),
-        on_part=feed.part_entered,
-        on_skipped=skipped.put,
-    )
-    worker = PartWorker(supervisor, skipped, skipped.book, fanout, budget_ms=2000)
+    log, seen = TrackerLog(), []
+    supervisor, worker = camera_line(inspector, outbox, log, seen, bad_triggers=frozenset({2}))
     worker.start()
     supervisor.start()
     try:
@@ -307,15 +315,8 @@ def test_worker_threads_give_each_triggered_part_one_result_in_order_and_entries
 def test_a_trigger_while_the_camera_is_down_is_announced_then_undecided_camera_lost(
     inspector: Inspector, outbox: StoringOutbox
 ) -> None:
-    log = TrackerLog()
-    feed = RejectFeed(log, "cam1")  # type: ignore[arg-type]
-    seen: list[Result] = []
-    fanout = fanout_for(outbox, seen.append, reject=feed)
-    skipped = SkippedParts("cam1", fanout, book_of(inspector), max_waiting=4)
-    supervisor = CameraSupervisor(
-        TriggeredCamera(good_image(), bad_image()), on_part=feed.part_entered, on_skipped=skipped.put
-    )
-    worker = PartWorker(supervisor, skipped, skipped.book, fanout, budget_ms=2000)
+    log, seen = TrackerLog(), []
+    supervisor, worker = camera_line(inspector, outbox, log, seen)
     worker.start()
     try:
         supervisor.trigger(part_id="early")  # never started: not connected
