@@ -140,16 +140,12 @@ def test_results_pages_with_offset_and_next_offset(observed: Observed) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"verdict": "rejected"}, "query.verdict: 'rejected' is not a verdict; use pass, fail, undecided"),
+        ({"verdict": "rejected"}, "query.verdict.0: String should match pattern"),
         ({"limit": "0"}, "query.limit: Input should be greater than or equal to 1"),
         ({"limit": "5000"}, "query.limit: Input should be less than or equal to 1000"),
         ({"limit": "ten"}, "query.limit: Input should be a valid integer"),
         ({"since": "yesterday"}, "query.since: Input should be a valid datetime"),
         ({"since": "2024-05-01T06:00:00"}, "query.since: 2024-05-01T06:00:00 has no time zone; add Z for UTC"),
-        (
-            {"since": "2024-05-01T07:00:00Z", "until": "2024-05-01T06:00:00Z"},
-            "query.since (2024-05-01T07:00:00+00:00) must be before query.until",
-        ),
         ({"source": "plc"}, "query.source: Input should be 'camera' or 'upload' (got 'plc')"),
         ({"offset": "-1"}, "query.offset: Input should be greater than or equal to 0"),
     ],
@@ -183,12 +179,9 @@ def test_summary_gives_yield_and_pareto_for_the_dashboard(observed: Observed) ->
     recent = observed.client.get("/v1/results/summary", params={"window_min": 60}).json()
     assert recent["total"] == 0  # the filled parts are from 2024
     assert recent["window_min"] == 60
-    assert_error(
-        observed.client.get("/v1/results/summary", params={"window_min": 60, "since": "2024-05-01T06:00:00Z"}),
-        422,
-        "invalid_request",
-        "give query.window_min or query.since/until, not both",
-    )
+    # Both: where they overlap (the last hour, within a range from 2024 on), not a refusal the OpenAPI cannot state.
+    both = observed.client.get("/v1/results/summary", params={"window_min": 60, "since": "2024-05-01T06:00:00Z"})
+    assert both.status_code == 200 and both.json()["total"] == 0
 
 
 def test_uploads_reach_results_metrics_and_status_as_source_upload(observed: Observed) -> None:

@@ -56,6 +56,11 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000, name: str = "imag
         if data[:4] in (b"ftyp", b"\x00\x00\x00\x18", b"\x00\x00\x00\x1c") or data[4:8] == b"ftyp":
             raise ImageError("unsupported_format", f"{name}: HEIF/HEIC/AVIF images are not supported; send {SUPPORTED}")
         raise ImageError("not_an_image", f"{name}: not an image (no known image signature); send {SUPPORTED}")
+    if fmt == "PNG" and len(data) >= 24:
+        # The IHDR's size, read before Pillow: it refuses a 0-wide PNG with a message naming its buffer object.
+        png_width, png_height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if png_width == 0 or png_height == 0:
+            raise ImageError("corrupt", f"{name}: the PNG has no pixels ({png_width}x{png_height})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -63,7 +68,9 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000, name: str = "imag
             width, height = header.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("too_many_pixels", f"{name}: the image is too large to decode safely") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise ImageError("corrupt", f"{name}: the {fmt} header cannot be read (corrupt or truncated)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError("corrupt", f"{name}: {fmt} header is corrupt: {exc}") from None
     if width * height > max_pixels:
         raise ImageError(

@@ -13,7 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import swagger_ui_bundle
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from lineinspect import __version__
 from lineinspect.config import HttpSection
@@ -77,9 +81,31 @@ def create_app(
         version=__version__,
         description="Line-side visual quality inspection: upload an image, get a verdict with its defects.",
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their assets from a CDN: blank on a line-side box without internet.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
     for router in (*CORE_ROUTERS, *routers):
         app.include_router(router)
+    _serve_docs(app)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the installed swagger-ui-bundle package (no CDN, no internet needed)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )

@@ -48,6 +48,7 @@ _STATUS_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "upload_timeout",
     413: "upload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -87,9 +88,20 @@ def describe_validation_error(exc: RequestValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ())) or "request"
         got = err.get("input")
-        shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+        shown = f" (got {_bounded(got)})" if isinstance(got, str | int | float | bool) else ""
         parts.append(f"{where}: {err.get('msg', 'invalid')}{shown}")
     return "; ".join(parts)
+
+
+MAX_ECHO_CHARS = 80
+
+
+def _bounded(value: str | int | float | bool) -> str:
+    """The input as shown in a message: a 100 kB field is not echoed back whole."""
+    text = repr(value)
+    if len(text) <= MAX_ECHO_CHARS:
+        return text
+    return f"{text[:MAX_ECHO_CHARS]}… ({len(str(value))} characters)"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -68,6 +68,10 @@ class ResultStoreError(LineinspectError):
     """The results database cannot be used (bad path, corrupt, unwritable)."""
 
 
+# SQLite's largest integer: a bound above it would overflow the binding (OverflowError, a 500).
+MAX_SQLITE_INT = 2**63 - 1
+
+
 def source_of(result: Result) -> str:
     """`camera` for a part seen by a station camera, `upload` for an offline HTTP upload (no camera)."""
     return SOURCE_UPLOAD if result.camera_id is None else SOURCE_CAMERA
@@ -487,7 +491,7 @@ class ResultStore:
         if until is not None:
             clauses.append(f"{table}decided_us < ?")
             args.append(_epoch_us(until))
-        if before_sequence is not None:
+        if before_sequence is not None and before_sequence <= MAX_SQLITE_INT:  # beyond: every sequence is smaller
             clauses.append(f"{table}sequence < ?")
             args.append(before_sequence)
         if result_id is not None:

@@ -10,6 +10,7 @@ a 500.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -46,7 +47,19 @@ CAMERA_FIELD = "camera"
 # Room for the multipart boundaries and part headers around the file itself.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_NAME_CHARS = 200
+MAX_FORM_FIELDS = 8
 RETRY_AFTER_S = 1
+# Decoding costs about 3 bytes of memory and a fixed time per pixel, whatever the file's size (a 128 kB PNG can
+# hold 40 MP). The pixels decoded at once are bounded by this budget, shared by the pool's workers: each upload
+# gets the budget / inference_workers (and never more than http.max_pixels).
+DECODE_BUDGET_PIXELS = 48_000_000
+# A client that stops sending mid-upload must not hold the request open for ever.
+UPLOAD_TIMEOUT_S = 30.0
+
+
+def pixel_limit(max_pixels: int, workers: int) -> int:
+    """The most pixels one upload may decode: http.max_pixels, within its worker's share of the decode budget."""
+    return min(max_pixels, DECODE_BUDGET_PIXELS // max(1, workers))
 
 
 class UploadTooLarge(Exception):
@@ -122,6 +135,29 @@ def _result_schema_for_docs() -> dict[str, Any]:
     return schema
 
 
+def _response_schema() -> dict[str, Any]:
+    """The result payload, or with annotate=true `{result, annotated_image}`."""
+    result = _result_schema_for_docs()
+    annotated = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["result", "annotated_image"],
+        "properties": {
+            "result": result,
+            "annotated_image": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["media_type", "base64"],
+                "properties": {
+                    "media_type": {"type": "string", "enum": ["image/png", "image/jpeg"]},
+                    "base64": {"type": "string", "contentEncoding": "base64"},
+                },
+            },
+        },
+    }
+    return {"oneOf": [result, annotated]}
+
+
 _UPLOAD_BODY = {
     "required": True,
     "content": {
@@ -133,7 +169,10 @@ _UPLOAD_BODY = {
                     FILE_FIELD: {
                         "type": "string",
                         "format": "binary",
-                        "description": "The image: PNG, JPEG, BMP, TIFF, WebP or PGM/PPM.",
+                        "description": "The image: PNG, JPEG, BMP, TIFF, WebP or PGM/PPM (GIF, PDF, HEIF/AVIF and "
+                        "JPEG 2000 are refused with 415). At most http.max_upload_bytes, and at most http.max_pixels "
+                        f"pixels within a decode budget of {DECODE_BUDGET_PIXELS} pixels shared by the "
+                        "http.inference_workers (413 above).",
                     },
                     RECIPE_FIELD: {
                         "type": "string",
@@ -144,6 +183,9 @@ _UPLOAD_BODY = {
                         "description": "Calibrated camera that took the image (same as the `camera` query parameter).",
                     },
                 },
+                "maxProperties": MAX_FORM_FIELDS,
+                "description": f"At most {MAX_FORM_FIELDS} form fields and one file; the whole body must arrive "
+                f"within {UPLOAD_TIMEOUT_S:g} s (408).",
             }
         }
     },
@@ -152,13 +194,25 @@ _UPLOAD_BODY = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Empty file or malformed multipart body."},
     401: {"model": ErrorBody, "description": f"API key missing or wrong ({API_KEY_HEADER} header)."},
+    408: {"model": ErrorBody, "description": f"The upload did not arrive within {UPLOAD_TIMEOUT_S:g} s."},
     404: {
         "model": ErrorBody,
         "description": "Unknown recipe, or a camera without a calibration; the message lists the known ones.",
     },
-    413: {"model": ErrorBody, "description": "Over http.max_upload_bytes or http.max_pixels."},
-    415: {"model": ErrorBody, "description": "Not an image, an unsupported format, or not multipart/form-data."},
-    422: {"model": ErrorBody, "description": "Truncated or corrupt image, or the `file` field is missing."},
+    413: {
+        "model": ErrorBody,
+        "description": "Over http.max_upload_bytes, or over the pixels one upload may decode (http.max_pixels "
+        "within its worker's share of the decode budget).",
+    },
+    415: {
+        "model": ErrorBody,
+        "description": "Not an image, an unsupported format (GIF, PDF, HEIF/AVIF, JPEG 2000, ...), or not "
+        "multipart/form-data.",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "Truncated or corrupt image, the `file` field missing, or a malformed query parameter.",
+    },
     503: {"model": ErrorBody, "description": "Every worker busy and the waiting line full; see Retry-After."},
 }
 
@@ -173,7 +227,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses={
         200: {
             "description": "The result (or, with annotate=true, the result and the annotated image).",
-            "content": {"application/json": {"schema": _result_schema_for_docs()}},
+            "content": {"application/json": {"schema": _response_schema()}},
         },
         **_ERRORS,
     },
@@ -214,7 +268,14 @@ async def create_inspection(
     if declared is not None and declared.isdigit() and int(declared) > body_limit:
         raise _too_large(settings.max_upload_bytes, f"the upload is {int(declared)} bytes")
 
-    data, filename, form_recipe, form_camera = await _read_upload(request, body_limit, settings.max_upload_bytes)
+    try:
+        data, filename, form_recipe, form_camera = await asyncio.wait_for(
+            _read_upload(request, body_limit, settings.max_upload_bytes), UPLOAD_TIMEOUT_S
+        )
+    except TimeoutError:
+        raise ApiError(
+            408, "upload_timeout", f"the upload did not arrive within {UPLOAD_TIMEOUT_S:g} s; send it again"
+        ) from None
     if recipe is None and form_recipe:
         recipe = form_recipe
         _check_recipe(inspector, recipe)
@@ -228,7 +289,7 @@ async def create_inspection(
         data,
         name=filename,
         recipe_id=recipe,
-        max_pixels=settings.max_pixels,
+        max_pixels=pixel_limit(settings.max_pixels, settings.inference_workers),
         annotate=annotate,
         camera_id=camera,
     )
@@ -311,7 +372,7 @@ async def _read_upload(
     limited = _LimitedReceive(request.receive, body_limit)
     limited_request = Request(request.scope, limited)
     try:
-        async with limited_request.form(max_files=1, max_fields=8) as form:
+        async with limited_request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:
             upload = form.get(FILE_FIELD)
             form_recipe = form.get(RECIPE_FIELD)
             form_camera = form.get(CAMERA_FIELD)

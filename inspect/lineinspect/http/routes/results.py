@@ -8,28 +8,43 @@ results); the MES has the complete record.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator, StringConstraints
 
 from lineinspect.core.clock import utc_now
 from lineinspect.core.result import Verdict
 from lineinspect.http.errors import ApiError, ErrorBody
-from lineinspect.line.results_store import MAX_QUERY_LIMIT, ResultStore
+from lineinspect.line.results_store import MAX_QUERY_LIMIT, MAX_SQLITE_INT, ResultStore
 
 VERDICTS = tuple(v.value for v in Verdict)
+# One verdict or a comma-separated list (`fail,undecided`), as the OpenAPI states it.
+VERDICT_LIST_PATTERN = rf"^ *({'|'.join(VERDICTS)})( *, *({'|'.join(VERDICTS)}))* *$"
 MAX_WINDOW_MIN = 366 * 24 * 60
 
 _BAD_QUERY: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "A query parameter is malformed or out of range."}
 }
 
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    """pydantic reads `since=186` as 186 s after 1970; a number here is a mistake, not a time: refuse it."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(f"{value!r} is a number; give an ISO 8601 time with a zone, e.g. 2024-05-01T06:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 SinceQuery = Annotated[
-    datetime | None,
+    IsoTime | None,
     Query(description="Decided at or after this UTC time, ISO 8601 with a zone, e.g. 2024-05-01T06:00:00Z."),
 ]
-UntilQuery = Annotated[datetime | None, Query(description="Decided before this UTC time (ISO 8601 with a zone).")]
+UntilQuery = Annotated[IsoTime | None, Query(description="Decided before this UTC time (ISO 8601 with a zone).")]
 
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
@@ -44,14 +59,9 @@ def _aware(name: str, value: datetime | None) -> datetime | None:
 
 
 def _time_range(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
-    since, until = _aware("since", since), _aware("until", until)
-    if since is not None and until is not None and since >= until:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"query.since ({since.isoformat()}) must be before query.until ({until.isoformat()})",
-        )
-    return since, until
+    # since >= until is an empty range, answered with no results (the OpenAPI cannot state the order, so a
+    # refusal would be a schema-valid request rejected).
+    return _aware("since", since), _aware("until", until)
 
 
 def _verdicts(values: list[str] | None) -> list[str] | None:
@@ -61,7 +71,7 @@ def _verdicts(values: list[str] | None) -> list[str] | None:
     wanted: list[str] = []
     for value in values:
         for item in value.split(","):
-            item = item.strip().lower()
+            item = item.strip()
             if item not in VERDICTS:
                 raise ApiError(
                     422, "invalid_request", f"query.verdict: {item!r} is not a verdict; use {', '.join(VERDICTS)}"
@@ -85,14 +95,18 @@ def results_router(store: ResultStore) -> APIRouter:
     )
     def list_results(
         camera: Annotated[str | None, Query(description="Camera id.", min_length=1, max_length=200)] = None,
-        verdict: Annotated[list[str] | None, Query(description="pass, fail, undecided; several allowed.")] = None,
+        verdict: Annotated[
+            list[Annotated[str, StringConstraints(pattern=VERDICT_LIST_PATTERN)]] | None,
+            Query(description="pass, fail, undecided; several allowed."),
+        ] = None,
         source: Annotated[
             Literal["camera", "upload"] | None, Query(description="camera: station cameras; upload: HTTP uploads.")
         ] = None,
         since: SinceQuery = None,
         until: UntilQuery = None,
         before_sequence: Annotated[
-            int | None, Query(ge=0, description="Only results with a smaller station sequence (paging).")
+            int | None,
+            Query(ge=0, le=MAX_SQLITE_INT, description="Only results with a smaller station sequence (paging)."),
         ] = None,
         part_id: Annotated[
             str | None, Query(description="Only this part (its part_id, as the PLC or MES gave it).", max_length=200)
@@ -126,7 +140,8 @@ def results_router(store: ResultStore) -> APIRouter:
     @router.get(
         "/summary",
         summary="Counts by verdict, yield per camera and the defect Pareto",
-        description="Over `window_min` minutes up to now, or `since`/`until`, or everything stored.",
+        description="Over `window_min` minutes up to now, or `since`/`until` (both: where they overlap), or "
+        "everything stored. A range whose `since` is not before its `until` is empty.",
         responses=_BAD_QUERY,
     )
     def results_summary(
@@ -138,9 +153,9 @@ def results_router(store: ResultStore) -> APIRouter:
     ) -> dict[str, Any]:
         since, until = _time_range(since, until)
         if window_min is not None:
-            if since is not None or until is not None:
-                raise ApiError(422, "invalid_request", "give query.window_min or query.since/until, not both")
-            since = utc_now() - timedelta(minutes=window_min)
+            # With since/until as well: the part of that range inside the window (the schema cannot forbid both).
+            window_start = utc_now() - timedelta(minutes=window_min)
+            since = window_start if since is None else max(since, window_start)
         summary = store.summary(since=since, until=until)
         summary["window_min"] = window_min
         return summary
