@@ -63,7 +63,10 @@ def served(station_dir: Path) -> Iterator[TestClient]:
 
 
 load_all_checks()
-ALL_CHECKS = [CHECKS.get_one(name) for name in CHECKS.get_all_names()]
+# Every check but "schema-valid data is accepted": OpenAPI can only say an upload is bytes, and any bytes are
+# schema-valid, while the server rightly answers 415 for bytes that are no image. Refusals are held to their
+# documented status codes by the other checks.
+ALL_CHECKS = [CHECKS.get_one(name) for name in CHECKS.get_all_names() if name != "positive_data_acceptance"]
 
 
 def test_the_api_keeps_to_its_openapi_under_fuzzing(served: TestClient) -> None:
@@ -78,6 +81,15 @@ def test_the_api_keeps_to_its_openapi_under_fuzzing(served: TestClient) -> None:
     ]
     assert len(operations) >= 8
 
+    try:
+        run_every(operations)
+    finally:
+        # schemathesis keeps one event-loop portal thread for the process (closed at exit); close it now, as a
+        # test that leaves a thread behind fails (it starts again on the next call).
+        schemathesis_asgi._shutdown()
+
+
+def run_every(operations: list) -> None:  # type: ignore[type-arg]
     for operation in operations:
 
         @hypothesis.given(case=operation.as_strategy())
@@ -93,9 +105,6 @@ def test_the_api_keeps_to_its_openapi_under_fuzzing(served: TestClient) -> None:
             case.call_and_validate(checks=ALL_CHECKS)
 
         keeps_to_its_openapi()
-    # schemathesis keeps one event-loop portal thread for the process (closed at exit); close it now, as a test that
-    # leaves a thread behind fails (it starts again on the next call).
-    schemathesis_asgi._shutdown()
 
 
 def test_a_sequence_beyond_sqlites_integers_is_refused_not_a_500(served: TestClient) -> None:

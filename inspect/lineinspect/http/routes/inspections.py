@@ -165,6 +165,8 @@ _UPLOAD_BODY = {
             "schema": {
                 "type": "object",
                 "required": [FILE_FIELD],
+                # The server reads `file`, `recipe` and `camera` and refuses more than 8 fields (400).
+                "additionalProperties": False,
                 "properties": {
                     FILE_FIELD: {
                         "type": "string",
