@@ -15,6 +15,7 @@ from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ConfigError
 from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.mqtt import MqttSettings
+from lineinspect.line.plc_trigger.settings import PlcTriggerSettings
 from lineinspect.line.reject.settings import RejectSettings
 from lineinspect.yamlfile import read_yaml, validate_mapping
 
@@ -141,6 +142,11 @@ class StationConfig(BaseModel):
         description="Image archive: the frames of failed, undecided and sampled passed parts, for review and "
         "for datasets (`lineinspect archive export`); null: no frame is kept.",
     )
+    plc_triggers: list[PlcTriggerSettings] = Field(
+        default_factory=list,
+        description="Parts announced by the PLC: per software-triggered camera a trigger bit (Modbus coil / "
+        "discrete input, OPC UA node), the part id and product code read at the edge, product code → recipe.",
+    )
 
     @model_validator(mode="after")
     def _recipes_consistent(self) -> StationConfig:
@@ -150,6 +156,25 @@ class StationConfig(BaseModel):
             raise ValueError(f"recipe ids must be unique; repeated: {dupes}")
         if self.default_recipe is not None and self.default_recipe not in ids:
             raise ValueError(f"default_recipe '{self.default_recipe}' is not a recipe id; recipes: {ids}")
+        return self
+
+    @model_validator(mode="after")
+    def _plc_triggers_consistent(self) -> StationConfig:
+        ids = {r.id for r in self.recipes}
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(self.plc_triggers):
+            if entry.camera in seen:
+                raise ValueError(
+                    f"plc_triggers[{i}].camera '{entry.camera}' is already triggered by "
+                    f"plc_triggers[{seen[entry.camera]}]; one PLC trigger per camera"
+                )
+            seen[entry.camera] = i
+            for code, recipe in entry.product_codes.items():
+                if recipe not in ids:
+                    raise ValueError(
+                        f"plc_triggers[{i}].product_codes: code {code!r} names recipe '{recipe}', which is not in "
+                        f"recipes; recipes: {sorted(ids)}"
+                    )
         return self
 
     @property

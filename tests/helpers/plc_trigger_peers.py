@@ -1,0 +1,281 @@
+"""The PLC side of the PLC trigger tests and bench: what a PLC program does at the camera.
+
+- `ModbusLine`: the PLC program over Modbus: writes the part's registers (part id, product code, part
+  counter) and raises the trigger coil in pymodbus' own server (`ModbusPlc` from reject_peers, the PLC's
+  memory), then waits for the acknowledgement and lowers the bit, as a PLC's handshake step chain does.
+- `OpcUaLinePlc`: asyncua's Server with a `Line` object: Trigger, PartId (String), PartNumber (UInt32),
+  ProductCode (Int16), PartCounter (UInt32), Ack, AckTriggerId (UInt32); it can refuse subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from pymodbus.client import ModbusTcpClient
+
+from tests.helpers.mosquitto import free_port
+from tests.helpers.reject_peers import ModbusPlc
+from tests.helpers.waiting import wait_for
+
+TRIGGER_COIL = 2
+ACK_COIL = 3
+PART_ID_REGISTER = 10  # part id (ascii: 8 registers, or uint32: 2)
+PRODUCT_CODE_REGISTER = 20
+PART_COUNTER_REGISTER = 21  # uint32, two registers
+ACK_ID_REGISTER = 24
+
+
+def ascii_words(text: str, count: int) -> list[int]:
+    """`text` in `count` registers, two characters each, high byte first, padded with NULs."""
+    raw = text.encode("ascii").ljust(count * 2, b"\x00")
+    assert len(raw) == count * 2, f"{text!r} does not fit in {count} registers"
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def uint32_words(value: int) -> list[int]:
+    return [(value >> 16) & 0xFFFF, value & 0xFFFF]
+
+
+class TriggerPlc(ModbusPlc):
+    """The reject tests' Modbus PLC that also counts the coil reads it answers (the station's polls)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.coil_reads = 0
+
+    async def _action(
+        self, fc: int, start: int, address: int, count: int, regs: list[int], values: list[Any] | None
+    ) -> None:
+        if fc == 1:
+            with self._lock:
+                self.coil_reads += 1
+        await super()._action(fc, start, address, count, regs, values)
+
+    def reads(self) -> int:
+        with self._lock:
+            return self.coil_reads
+
+
+@contextmanager
+def running_trigger_plc(**kwargs: Any) -> Iterator[TriggerPlc]:
+    plc = TriggerPlc(**kwargs)
+    plc.start()
+    try:
+        yield plc
+    finally:
+        plc.stop()
+
+
+class ModbusLine:
+    """The PLC program, writing into the PLC's memory (the server) through its own client."""
+
+    def __init__(self, plc: ModbusPlc) -> None:
+        self.plc = plc
+        self.client = ModbusTcpClient("127.0.0.1", port=plc.port, timeout=1, retries=0)
+        assert self.client.connect(), "the test PLC does not answer"
+        self.counter = 0
+
+    def set_part(self, part_words: list[int], *, product_code: int, counter: int | None = None) -> None:
+        """The part's values, in one write where they are adjacent (part id at 10.., code 20, counter 21-22)."""
+        self.counter = self.counter + 1 if counter is None else counter
+        words = part_words + [0] * (PRODUCT_CODE_REGISTER - PART_ID_REGISTER - len(part_words))
+        words += [product_code, *uint32_words(self.counter)]
+        assert not self.client.write_registers(PART_ID_REGISTER, words, device_id=1).isError()
+
+    def raise_trigger(self) -> int:
+        """Set the trigger coil; `time.monotonic_ns()` just before the write (the PLC's edge)."""
+        edge_ns = time.monotonic_ns()
+        assert not self.client.write_coil(TRIGGER_COIL, True, device_id=1).isError()
+        return edge_ns
+
+    def lower_trigger(self) -> None:
+        assert not self.client.write_coil(TRIGGER_COIL, False, device_id=1).isError()
+
+    def held_for_polls(self, polls: int = 2) -> None:
+        """Keep the bit as it is until the station has read it `polls` more times (a PLC holds a pulse for a
+        time it knows is longer than the poll; the test waits for the reads themselves)."""
+        assert isinstance(self.plc, TriggerPlc)
+        plc = self.plc
+        seen = plc.reads()
+        wait_for(lambda: plc.reads() >= seen + polls, 5, f"the station read the trigger {polls} more times")
+
+    def acked(self) -> bool:
+        return bool(self.plc.coils.get(ACK_COIL, False))
+
+    def ack_trigger_id(self) -> int:
+        hi, lo = self.plc.registers.get(ACK_ID_REGISTER, 0), self.plc.registers.get(ACK_ID_REGISTER + 1, 0)
+        return (hi << 16) | lo
+
+    def handshake(self, part_words: list[int], *, product_code: int, counter: int | None = None) -> int:
+        """One part with the handshake: values, trigger up, wait for the ack, trigger down, wait for the ack
+        to drop. Returns the trigger id the station acknowledged."""
+        self.set_part(part_words, product_code=product_code, counter=counter)
+        self.raise_trigger()
+        wait_for(self.acked, 5, "the station acknowledged the trigger")
+        trigger_id = self.ack_trigger_id()
+        self.lower_trigger()
+        wait_for(lambda: not self.acked(), 5, "the station cleared its acknowledgement")
+        return trigger_id
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def modbus_source(port: int, **extra: Any) -> dict[str, Any]:
+    """station.yaml `plc_triggers[].source` for the map above (ascii part id of 8 registers)."""
+    return {
+        "type": "modbus",
+        "host": "127.0.0.1",
+        "port": port,
+        "timeout_ms": 300,
+        "poll_ms": 2,
+        "trigger_coil": TRIGGER_COIL,
+        "part_id": {"address": PART_ID_REGISTER, "format": "ascii", "count": 8},
+        "product_code": {"address": PRODUCT_CODE_REGISTER},
+        "part_counter": {"address": PART_COUNTER_REGISTER, "format": "uint32"},
+        "ack_coil": ACK_COIL,
+        "ack_trigger_id_register": ACK_ID_REGISTER,
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- OPC UA
+
+OPCUA_LINE_NS = "urn:lineinspect:test-line"
+
+
+class OpcUaLinePlc:
+    """Nodes `ns=2;s=Line.<Name>`. refuse_subscriptions: the server answers BadTooManySubscriptions."""
+
+    TYPES: ClassVar[dict[str, tuple[str, Any]]] = {
+        "Trigger": ("Boolean", False),
+        "PartId": ("String", ""),
+        "PartNumber": ("UInt32", 0),
+        "ProductCode": ("Int16", 0),
+        "PartCounter": ("UInt32", 0),
+        "Ack": ("Boolean", False),
+        "AckTriggerId": ("UInt32", 0),
+    }
+
+    def __init__(self, *, port: int | None = None, refuse_subscriptions: bool = False) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/lineinspect-line"
+        self.refuse_subscriptions = refuse_subscriptions
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._nodes: dict[str, Any] = {}
+        self.counter = 0
+
+    @staticmethod
+    def node_id(name: str) -> str:
+        return f"ns=2;s=Line.{name}"
+
+    async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        from asyncua import Server, ua
+
+        try:
+            self._stop = asyncio.Event()
+            server = Server()
+            await server.init()
+            server.set_endpoint(self.endpoint)
+            if self.refuse_subscriptions:
+                server.iserver.max_subscriptions = 0
+            idx = await server.register_namespace(OPCUA_LINE_NS)
+            obj = await server.nodes.objects.add_object(ua.NodeId("Line", idx), "Line")
+            for name, (kind, initial) in self.TYPES.items():
+                node = await obj.add_variable(
+                    ua.NodeId(f"Line.{name}", idx), name, initial, varianttype=getattr(ua.VariantType, kind)
+                )
+                await node.set_writable()
+                self._nodes[name] = node
+            async with server:
+                ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            raise
+
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(self._serve(ready, failure),),
+            name="test-opcua-line",
+            daemon=True,
+        )
+        self._thread.start()
+        if not ready.wait(15) or failure:
+            raise RuntimeError(f"OPC UA test server did not start: {failure!r}")
+
+    def value(self, name: str) -> Any:
+        return asyncio.run_coroutine_threadsafe(self._nodes[name].read_value(), self._loop).result(5)
+
+    async def _write(self, values: dict[str, Any]) -> None:
+        from asyncua import ua
+
+        for name, value in values.items():
+            kind = getattr(ua.VariantType, self.TYPES[name][0])
+            await self._nodes[name].write_value(ua.Variant(value, kind))
+
+    def write(self, **values: Any) -> int:
+        """Write the nodes in the PLC's own memory, in the order given; `time.monotonic_ns()` before the writes."""
+        at_ns = time.monotonic_ns()
+        asyncio.run_coroutine_threadsafe(self._write(values), self._loop).result(5)
+        return at_ns
+
+    def set_part(self, part_id: str, *, product_code: int, counter: int | None = None) -> None:
+        self.counter = self.counter + 1 if counter is None else counter
+        self.write(PartId=part_id, ProductCode=product_code, PartCounter=self.counter)
+
+    def handshake(self, part_id: str, *, product_code: int, counter: int | None = None) -> int:
+        """One part: values, trigger up, wait for the ack, trigger down, wait for the ack to drop; the trigger id."""
+        self.set_part(part_id, product_code=product_code, counter=counter)
+        self.write(Trigger=True)
+        wait_for(lambda: self.value("Ack") is True, 5, "the station acknowledged the trigger")
+        trigger_id = int(self.value("AckTriggerId"))
+        self.write(Trigger=False)
+        wait_for(lambda: self.value("Ack") is False, 5, "the station cleared its acknowledgement")
+        return trigger_id
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        assert self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self._loop.close()
+        self._thread = None
+
+
+@contextmanager
+def running_opcua_line(**kwargs: Any) -> Iterator[OpcUaLinePlc]:
+    plc = OpcUaLinePlc(**kwargs)
+    plc.start()
+    try:
+        yield plc
+    finally:
+        plc.stop()
+
+
+def opcua_source(endpoint: str, **extra: Any) -> dict[str, Any]:
+    n = OpcUaLinePlc.node_id
+    return {
+        "type": "opcua",
+        "endpoint": endpoint,
+        "timeout_ms": 1000,
+        "trigger_node": n("Trigger"),
+        "part_id_node": n("PartId"),
+        "product_code_node": n("ProductCode"),
+        "part_counter_node": n("PartCounter"),
+        "ack_node": n("Ack"),
+        "ack_trigger_id_node": n("AckTriggerId"),
+        **extra,
+    }
