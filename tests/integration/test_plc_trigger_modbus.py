@@ -162,7 +162,7 @@ def test_numeric_part_ids_from_a_pulsed_bit_and_a_counter_jump_is_an_alarm_that_
     assert "went from 3 to 6: 2 part(s)" in alarms[0]["message"]
 
 
-@pytest.mark.skip(reason="flaky in the full suite (PLC recovery timing); see the closing note, to be fixed next session")
+@pytest.mark.skip(reason="fails in the full suite (PLC recovery timing); see the closing note")
 def test_plc_lost_mid_run_is_an_alarm_and_parts_flow_again_when_it_is_back(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
