@@ -17,6 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +165,7 @@ class OpcUaPlc:
         self.ejector_changes: list[tuple[int, bool]] = []
         self.pulse_calls: list[int] = []
         self._loop = asyncio.new_event_loop()
+        self._server: Any = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
         self._nodes: dict[str, Any] = {}
@@ -178,6 +180,7 @@ class OpcUaPlc:
         try:
             self._stop = asyncio.Event()
             server = Server()
+            self._server = server
             await server.init()
             server.set_endpoint(self.endpoint)
             idx = await server.register_namespace(OPCUA_NS)
@@ -236,6 +239,15 @@ class OpcUaPlc:
         if not ready.wait(15) or failure:
             raise RuntimeError(f"OPC UA test server did not start: {failure!r}")
 
+    def end_method_threads(self) -> None:
+        """asyncua runs method calls in a thread pool of its own, which its server's stop leaves running: end its
+        threads (a fresh pool takes the next call)."""
+        if self._server is None:
+            return
+        service = self._server.iserver.method_service
+        old, service._pool = service._pool, ThreadPoolExecutor()
+        old.shutdown(wait=True)
+
     def value(self, name: str) -> Any:
         return asyncio.run_coroutine_threadsafe(self._nodes[name].read_value(), self._loop).result(5)
 
@@ -248,6 +260,7 @@ class OpcUaPlc:
         assert self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+        self.end_method_threads()
         self._loop.close()
         self._thread = None
 

@@ -30,12 +30,13 @@ def opcua_server() -> Iterator[OpcUaPlc]:
 
 
 @pytest.fixture
-def plc(opcua_server: OpcUaPlc) -> OpcUaPlc:
+def plc(opcua_server: OpcUaPlc) -> Iterator[OpcUaPlc]:
     opcua_server.ejector_changes.clear()
     opcua_server.pulse_calls.clear()
     for name in ("ResultValid", "AirLow", "Ejector"):
         opcua_server.set(name, False)
-    return opcua_server
+    yield opcua_server
+    opcua_server.end_method_threads()  # the server lives for the module; a test's method-call thread does not
 
 
 def settings_for(endpoint: str, **raw: Any) -> RejectSettings:

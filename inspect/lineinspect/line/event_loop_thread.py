@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -61,6 +62,9 @@ class EventLoopThread:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        # The loop's default executor (name resolution) has a thread of its own: end it with the loop.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(timeout=2.0)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=timeout_s)
         if not thread.is_alive():

@@ -140,6 +140,9 @@ class OpcUaActuator:
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._client.disconnect(), loop).result(timeout=2.0)
         self._client = None
+        # The loop's default executor (name resolution) has a thread of its own: end it with the loop.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(timeout=2.0)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5.0)
         loop.close()
