@@ -14,14 +14,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pymodbus.client import ModbusTcpClient
 
+from lineinspect.assemble import build_plc_triggers
+from lineinspect.config import load_station
+from lineinspect.line.plc_trigger.trigger import PlcTrigger
+from lineinspect.line.station import Station
 from tests.helpers.mosquitto import free_port
 from tests.helpers.reject_peers import ModbusPlc
 from tests.helpers.waiting import wait_for
 
+RECIPES = [{"id": "part-a", "model": "bright"}, {"id": "part-b", "model": "bright"}]
+CODES = {1: "part-a", 2: "part-b"}
+ALARM_SOURCE = "plc_trigger.cam1"
 TRIGGER_COIL = 2
 ACK_COIL = 3
 PART_ID_REGISTER = 10  # part id (ascii: 8 registers, or uint32: 2)
@@ -279,3 +287,50 @@ def opcua_source(endpoint: str, **extra: Any) -> dict[str, Any]:
         "ack_trigger_id_node": n("AckTriggerId"),
         **extra,
     }
+
+
+# ----------------------------------------------------------------------------- the station side
+
+
+class RecipeCalls:
+    """select_recipe as the wiring gives it: records (camera, recipe) in call order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, camera_id: str, recipe_id: str) -> None:
+        with self._lock:
+            self.calls.append((camera_id, recipe_id))
+
+
+def write_plc_station(tmp_path: Path, mqtt_port: int, source: dict[str, Any], **entry: Any) -> None:
+    """The runtime tests' line station (cam1, software trigger) with recipes part-a/part-b and one PLC trigger."""
+    from tests.helpers.station_runtime import write_line_station
+
+    write_line_station(
+        tmp_path,
+        mqtt_port,
+        parts="gb",
+        recipes=RECIPES,
+        plc_triggers=[{"camera": "cam1", "source": source, "product_codes": CODES, **entry}],
+    )
+
+
+@contextmanager
+def plc_triggered(tmp_path: Path, station: Station, select: RecipeCalls | None = None) -> Iterator[PlcTrigger]:
+    """The station's PLC trigger, built as `lineinspect run` builds it, started and stopped around the block."""
+    (trigger,) = build_plc_triggers(load_station(tmp_path), station, select, station.events, station_dir=tmp_path)
+    trigger.start()
+    try:
+        yield trigger
+    finally:
+        trigger.stop()
+
+
+def plc_alarm_kinds(station: Station) -> set[str]:
+    return {a.kind for a in station.events.active_alarms if a.source == ALARM_SOURCE}
+
+
+def camera_connected(station: Station) -> bool:
+    return bool(station.status().to_payload()["cameras"][0]["state"] == "connected")

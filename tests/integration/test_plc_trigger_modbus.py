@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,76 +11,38 @@ import yaml
 from lineinspect.assemble import build_plc_triggers, build_station
 from lineinspect.config import load_station, parse_station
 from lineinspect.errors import ConfigError
-from lineinspect.line.plc_trigger.trigger import PlcTrigger, TriggerState
-from lineinspect.line.station import Station
+from lineinspect.line.plc_trigger.trigger import TriggerState
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.plc_trigger_peers import (
+    ALARM_SOURCE,
     PART_ID_REGISTER,
+    RECIPES,
     ModbusLine,
+    RecipeCalls,
     ascii_words,
+    camera_connected,
     modbus_source,
+    plc_alarm_kinds,
+    plc_triggered,
     running_trigger_plc,
     uint32_words,
+    write_plc_station,
 )
 from tests.helpers.reject_peers import ModbusPlc, running_modbus_plc
 from tests.helpers.station_runtime import running_station, subscribed, write_line_station
 from tests.helpers.subscriber import Subscriber
 from tests.helpers.waiting import wait_for
 
-RECIPES = [{"id": "part-a", "model": "bright"}, {"id": "part-b", "model": "bright"}]
-CODES = {1: "part-a", 2: "part-b"}
-SOURCE = "plc_trigger.cam1"
-
-
-class RecipeCalls:
-    """select_recipe as the wiring gives it: records (camera, recipe) in call order."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, camera_id: str, recipe_id: str) -> None:
-        with self._lock:
-            self.calls.append((camera_id, recipe_id))
-
-
-def plc_station(tmp_path: Path, mqtt_port: int, source: dict[str, Any], **entry: Any) -> None:
-    write_line_station(
-        tmp_path,
-        mqtt_port,
-        parts="gb",
-        recipes=RECIPES,
-        plc_triggers=[{"camera": "cam1", "source": source, "product_codes": CODES, **entry}],
-    )
-
-
-@contextmanager
-def plc_triggered(tmp_path: Path, station: Station, select: RecipeCalls | None = None) -> Iterator[PlcTrigger]:
-    (trigger,) = build_plc_triggers(load_station(tmp_path), station, select, station.events, station_dir=tmp_path)
-    trigger.start()
-    try:
-        yield trigger
-    finally:
-        trigger.stop()
-
-
-def alarm_kinds(station: Station) -> set[str]:
-    return {a.kind for a in station.events.active_alarms if a.source == SOURCE}
-
 
 def results(sub: Subscriber) -> list[dict[str, Any]]:
     return [m.json() for m in sub.received("/result")]
-
-
-def connected(station: Station) -> bool:
-    return station.status().to_payload()["cameras"][0]["state"] == "connected"
 
 
 def test_each_plc_edge_is_one_result_with_the_plcs_part_id_and_product_codes_select_recipes(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     with running_modbus_plc() as plc:
-        plc_station(tmp_path, mosquitto.port, modbus_source(plc.port))
+        write_plc_station(tmp_path, mosquitto.port, modbus_source(plc.port))
         select = RecipeCalls()
         line = ModbusLine(plc)
         # 12 parts: product 1, then 2, then an unknown 9, then 1 again.
@@ -93,17 +52,17 @@ def test_each_plc_edge_is_one_result_with_the_plcs_part_id_and_product_codes_sel
         unknown_alarm_seen = False
         try:
             with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-                wait_for(lambda: connected(station), 5, "camera connected")
+                wait_for(lambda: camera_connected(station), 5, "camera connected")
                 with plc_triggered(tmp_path, station, select) as trigger:
                     wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 5, "PLC connected")
                     for part_id, code in zip(part_ids, codes, strict=True):
                         acked.append(line.handshake(ascii_words(part_id, 8), product_code=code))
                         if code == 9:
-                            unknown_alarm_seen |= "unknown_product_code" in alarm_kinds(station)
+                            unknown_alarm_seen |= "unknown_product_code" in plc_alarm_kinds(station)
                     sub.wait_until(lambda: len(sub.received("/result")) >= len(codes), 10, "every result arrived")
                     status = trigger.status()
-                    kinds_at_end = alarm_kinds(station)
-                alarms = [m.json() for m in sub.received("/alarm") if m.json()["source"] == SOURCE]
+                    kinds_at_end = plc_alarm_kinds(station)
+                alarms = [m.json() for m in sub.received("/alarm") if m.json()["source"] == ALARM_SOURCE]
         finally:
             line.close()
     bodies = results(sub)
@@ -130,7 +89,7 @@ def test_numeric_part_ids_from_a_pulsed_bit_and_a_counter_jump_is_an_alarm_that_
     )
     with running_trigger_plc() as plc:
         source["port"] = plc.port
-        plc_station(tmp_path, mosquitto.port, source, missed_clear_after_parts=2)
+        write_plc_station(tmp_path, mosquitto.port, source, missed_clear_after_parts=2)
         line = ModbusLine(plc)
         numbers = [70001, 70002, 70003, 70010, 70011, 70012]
         # The PLC counted 2 parts that never raised the trigger between 3 and 4 (counter 3 → 6).
@@ -138,7 +97,7 @@ def test_numeric_part_ids_from_a_pulsed_bit_and_a_counter_jump_is_an_alarm_that_
         missed_alarm: list[bool] = []
         try:
             with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-                wait_for(lambda: connected(station), 5, "camera connected")
+                wait_for(lambda: camera_connected(station), 5, "camera connected")
                 with plc_triggered(tmp_path, station) as trigger:
                     wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 5, "PLC connected")
                     for i, (number, counter) in enumerate(zip(numbers, counters, strict=True)):
@@ -148,7 +107,7 @@ def test_numeric_part_ids_from_a_pulsed_bit_and_a_counter_jump_is_an_alarm_that_
                         wait_for(lambda i=i: trigger.status().triggers == i + 1, 5, f"part {i} taken")
                         line.lower_trigger()
                         line.held_for_polls()
-                        missed_alarm.append("missed_triggers" in alarm_kinds(station))
+                        missed_alarm.append("missed_triggers" in plc_alarm_kinds(station))
                     sub.wait_until(lambda: len(sub.received("/result")) >= len(numbers), 10, "every result arrived")
                     status = trigger.status()
                 alarms = [m.json() for m in sub.received("/alarm") if m.json()["kind"] == "missed_triggers"]
@@ -162,32 +121,31 @@ def test_numeric_part_ids_from_a_pulsed_bit_and_a_counter_jump_is_an_alarm_that_
     assert "went from 3 to 6: 2 part(s)" in alarms[0]["message"]
 
 
-@pytest.mark.skip(reason="fails in the full suite (PLC recovery timing); see the closing note")
 def test_plc_lost_mid_run_is_an_alarm_and_parts_flow_again_when_it_is_back(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     plc = ModbusPlc()
     plc.start()
-    plc_station(tmp_path, mosquitto.port, modbus_source(plc.port), reconnect={"min_ms": 50, "max_ms": 200})
+    write_plc_station(tmp_path, mosquitto.port, modbus_source(plc.port), reconnect={"min_ms": 50, "max_ms": 200})
     line = ModbusLine(plc)
     try:
         with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-            wait_for(lambda: connected(station), 5, "camera connected")
+            wait_for(lambda: camera_connected(station), 5, "camera connected")
             with plc_triggered(tmp_path, station) as trigger:
                 wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 5, "PLC connected")
                 for i in range(3):
                     line.handshake(ascii_words(f"B-{i}", 8), product_code=1)
                 line.close()
                 plc.stop()
-                wait_for(lambda: "plc_unreachable" in alarm_kinds(station), 5, "lost PLC raised an alarm")
+                wait_for(lambda: "plc_unreachable" in plc_alarm_kinds(station), 5, "lost PLC raised an alarm")
                 assert trigger.status().state in (TriggerState.LOST, TriggerState.CONNECTING)
                 status_alarms = station.status().to_payload()["alarms"]
-                assert any(a["kind"] == "plc_unreachable" and a["source"] == SOURCE for a in status_alarms)
+                assert any(a["kind"] == "plc_unreachable" and a["source"] == ALARM_SOURCE for a in status_alarms)
                 # The PLC is back (powered up again: empty memory) on the same address.
                 plc = ModbusPlc(port=plc.port)
                 plc.start()
                 line = ModbusLine(plc)
-                wait_for(lambda: "plc_unreachable" not in alarm_kinds(station), 5, "alarm cleared on reconnect")
+                wait_for(lambda: "plc_unreachable" not in plc_alarm_kinds(station), 5, "alarm cleared on reconnect")
                 wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 5, "PLC connected again")
                 for i in range(3, 6):
                     line.handshake(ascii_words(f"B-{i}", 8), product_code=1)
@@ -202,9 +160,9 @@ def test_plc_lost_mid_run_is_an_alarm_and_parts_flow_again_when_it_is_back(
 
 
 def test_station_starts_without_its_plc_and_says_so(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    plc_station(tmp_path, mosquitto.port, modbus_source(1))  # nothing listens on port 1
+    write_plc_station(tmp_path, mosquitto.port, modbus_source(1))  # nothing listens on port 1
     with running_station(tmp_path) as station, plc_triggered(tmp_path, station) as trigger:
-        wait_for(lambda: "plc_unreachable" in alarm_kinds(station), 5, "unreachable PLC raised an alarm")
+        wait_for(lambda: "plc_unreachable" in plc_alarm_kinds(station), 5, "unreachable PLC raised an alarm")
         message = next(a.message for a in station.events.active_alarms if a.kind == "plc_unreachable")
         assert station.status().station.state == "running"
     assert "127.0.0.1:1" in message and "plc_triggers[0].source.host" in message

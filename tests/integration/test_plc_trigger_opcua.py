@@ -2,70 +2,35 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lineinspect.assemble import build_plc_triggers
-from lineinspect.config import load_station, parse_station
+from lineinspect.config import parse_station
 from lineinspect.errors import ConfigError
 from lineinspect.line.plc_trigger.trigger import PlcTrigger, TriggerState
-from lineinspect.line.station import Station
 from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.plc_trigger_peers import OpcUaLinePlc, opcua_source, running_opcua_line
-from tests.helpers.station_runtime import running_station, subscribed, write_line_station
+from tests.helpers.plc_trigger_peers import (
+    ALARM_SOURCE,
+    CODES,
+    RECIPES,
+    OpcUaLinePlc,
+    RecipeCalls,
+    camera_connected,
+    opcua_source,
+    plc_alarm_kinds,
+    plc_triggered,
+    running_opcua_line,
+    write_plc_station,
+)
+from tests.helpers.station_runtime import running_station, subscribed
 from tests.helpers.subscriber import Subscriber
 from tests.helpers.waiting import wait_for
-
-RECIPES = [{"id": "part-a", "model": "bright"}, {"id": "part-b", "model": "bright"}]
-CODES = {1: "part-a", 2: "part-b"}
-SOURCE = "plc_trigger.cam1"
-
-
-class RecipeCalls:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: list[tuple[str, str]] = []
-
-    def __call__(self, camera_id: str, recipe_id: str) -> None:
-        with self._lock:
-            self.calls.append((camera_id, recipe_id))
-
-
-def plc_station(tmp_path: Path, mqtt_port: int, source: dict[str, Any], **entry: Any) -> None:
-    write_line_station(
-        tmp_path,
-        mqtt_port,
-        parts="gb",
-        recipes=RECIPES,
-        plc_triggers=[{"camera": "cam1", "source": source, "product_codes": CODES, **entry}],
-    )
-
-
-@contextmanager
-def plc_triggered(tmp_path: Path, station: Station, select: RecipeCalls | None = None) -> Iterator[PlcTrigger]:
-    (trigger,) = build_plc_triggers(load_station(tmp_path), station, select, station.events, station_dir=tmp_path)
-    trigger.start()
-    try:
-        yield trigger
-    finally:
-        trigger.stop()
-
-
-def alarm_kinds(station: Station) -> set[str]:
-    return {a.kind for a in station.events.active_alarms if a.source == SOURCE}
 
 
 def results(sub: Subscriber) -> list[dict[str, Any]]:
     return [m.json() for m in sub.received("/result")]
-
-
-def connected(station: Station) -> bool:
-    return station.status().to_payload()["cameras"][0]["state"] == "connected"
 
 
 def test_subscribed_trigger_gives_one_result_per_edge_with_the_plcs_part_id_and_selects_recipes(
@@ -76,19 +41,19 @@ def test_subscribed_trigger_gives_one_result_per_edge_with_the_plcs_part_id_and_
     select = RecipeCalls()
     unknown_seen = False
     with running_opcua_line() as plc:
-        plc_station(tmp_path, mosquitto.port, opcua_source(plc.endpoint))
+        write_plc_station(tmp_path, mosquitto.port, opcua_source(plc.endpoint))
         with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-            wait_for(lambda: connected(station), 5, "camera connected")
+            wait_for(lambda: camera_connected(station), 5, "camera connected")
             with plc_triggered(tmp_path, station, select) as trigger:
                 wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 10, "PLC connected")
                 acked = []
                 for part_id, code in zip(part_ids, codes, strict=True):
                     acked.append(plc.handshake(part_id, product_code=code))
                     if code == 7:
-                        unknown_seen = "unknown_product_code" in alarm_kinds(station)
+                        unknown_seen = "unknown_product_code" in plc_alarm_kinds(station)
                 sub.wait_until(lambda: len(sub.received("/result")) >= len(codes), 10, "every result arrived")
                 status = trigger.status()
-                kinds_at_end = alarm_kinds(station)
+                kinds_at_end = plc_alarm_kinds(station)
     bodies = results(sub)
     assert status.mode == "subscription", "the server supports subscriptions: no polling"
     assert [b["part_id"] for b in bodies] == part_ids
@@ -104,9 +69,9 @@ def test_a_server_that_refuses_subscriptions_is_polled_and_short_pulses_are_not_
 ) -> None:
     with running_opcua_line(refuse_subscriptions=True) as plc:
         source = opcua_source(plc.endpoint, ack_node=None, ack_trigger_id_node=None, poll_ms=2)
-        plc_station(tmp_path, mosquitto.port, source)
+        write_plc_station(tmp_path, mosquitto.port, source)
         with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-            wait_for(lambda: connected(station), 5, "camera connected")
+            wait_for(lambda: camera_connected(station), 5, "camera connected")
             with plc_triggered(tmp_path, station) as trigger:
                 wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 10, "PLC connected")
                 for i in range(5):
@@ -132,22 +97,22 @@ def test_plc_server_stopped_mid_run_is_an_alarm_and_parts_flow_again_after_it_re
 ) -> None:
     plc = OpcUaLinePlc()
     plc.start()
-    plc_station(
+    write_plc_station(
         tmp_path, mosquitto.port, opcua_source(plc.endpoint, timeout_ms=500), reconnect={"min_ms": 100, "max_ms": 300}
     )
     try:
         with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
-            wait_for(lambda: connected(station), 5, "camera connected")
+            wait_for(lambda: camera_connected(station), 5, "camera connected")
             with plc_triggered(tmp_path, station) as trigger:
                 wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 10, "PLC connected")
                 for i in range(2):
                     plc.handshake(f"C{i}", product_code=1)
                 plc.stop()
-                wait_for(lambda: "plc_unreachable" in alarm_kinds(station), 8, "lost PLC raised an alarm")
-                assert any(a["source"] == SOURCE for a in station.status().to_payload()["alarms"])
+                wait_for(lambda: "plc_unreachable" in plc_alarm_kinds(station), 8, "lost PLC raised an alarm")
+                assert any(a["source"] == ALARM_SOURCE for a in station.status().to_payload()["alarms"])
                 plc = OpcUaLinePlc(port=plc.port)
                 plc.start()
-                wait_for(lambda: "plc_unreachable" not in alarm_kinds(station), 10, "alarm cleared on reconnect")
+                wait_for(lambda: "plc_unreachable" not in plc_alarm_kinds(station), 10, "alarm cleared on reconnect")
                 assert trigger.status().mode == "subscription"
                 for i in range(2, 4):
                     plc.handshake(f"C{i}", product_code=1)
@@ -161,10 +126,10 @@ def test_plc_server_stopped_mid_run_is_an_alarm_and_parts_flow_again_after_it_re
 
 def test_a_wrong_node_id_is_an_alarm_naming_the_field(tmp_path: Path, mosquitto: Mosquitto) -> None:
     with running_opcua_line() as plc:
-        plc_station(tmp_path, mosquitto.port, opcua_source(plc.endpoint, part_id_node="ns=2;s=Line.NoSuchNode"))
+        write_plc_station(tmp_path, mosquitto.port, opcua_source(plc.endpoint, part_id_node="ns=2;s=Line.NoSuchNode"))
         with running_station(tmp_path) as station, plc_triggered(tmp_path, station) as trigger:
-            wait_for(lambda: "plc_unreachable" in alarm_kinds(station), 10, "alarm raised")
-            message = next(a.message for a in station.events.active_alarms if a.source == SOURCE)
+            wait_for(lambda: "plc_unreachable" in plc_alarm_kinds(station), 10, "alarm raised")
+            message = next(a.message for a in station.events.active_alarms if a.source == ALARM_SOURCE)
             assert trigger.status().state is not TriggerState.CONNECTED
     assert "plc_triggers[0].source.part_id_node 'ns=2;s=Line.NoSuchNode' cannot be read" in message
 

@@ -23,7 +23,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from lineinspect.line.plc_trigger.settings import ModbusTriggerSource
-from lineinspect.line.plc_trigger.trigger import Edge, EdgeDetector, PartReading, PlcError
+from lineinspect.line.plc_trigger.trigger import Edge, EdgeDetector, PartReading, PlcError, PollSchedule
 
 
 class ModbusTriggerInput:
@@ -33,7 +33,7 @@ class ModbusTriggerInput:
         self._client: ModbusTcpClient | None = None
         self._edges = EdgeDetector()
         self._acked = False
-        self._next_poll_ns = 0
+        self._schedule = PollSchedule(settings.poll_ms)
         if settings.trigger_coil is not None:
             self._bit_name = f"trigger_coil {settings.trigger_coil}"
         else:
@@ -56,7 +56,7 @@ class ModbusTriggerInput:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             response = fn(*args, device_id=self._s.device_id, **kwargs)
-        except ModbusException as exc:
+        except (ModbusException, OSError) as exc:  # a PLC that resets the connection raises OSError, not Modbus's own
             raise PlcError(
                 f"{self.describe}: {what} failed: {exc}. Check that the PLC is powered and reachable and that "
                 f"{self._field}.host/port are right"
@@ -131,20 +131,11 @@ class ModbusTriggerInput:
         if s.ack_coil is not None:
             self._call(f"clearing ack_coil {s.ack_coil}", client.write_coil, s.ack_coil, False)
         self._acked = False
-        self._next_poll_ns = time.monotonic_ns()
+        self._schedule.restart()
 
     def next_edge(self, timeout_s: float) -> Edge | None:
-        poll_ns = int(self._s.poll_ms * 1_000_000)
         end_ns = time.monotonic_ns() + int(timeout_s * 1e9)
-        while True:
-            now = time.monotonic_ns()
-            if self._next_poll_ns > now:
-                if self._next_poll_ns > end_ns:
-                    time.sleep(max(0, end_ns - now) / 1e9)
-                    return None
-                time.sleep((self._next_poll_ns - now) / 1e9)
-            # On schedule, not from the end of the last read: a slow answer does not stretch the interval.
-            self._next_poll_ns = max(self._next_poll_ns + poll_ns, time.monotonic_ns())
+        while self._schedule.wait(end_ns):
             value = self._read_bit()
             seen_ns = time.monotonic_ns()
             change = self._edges.update(value)
@@ -152,6 +143,7 @@ class ModbusTriggerInput:
                 return Edge(seen_ns, self.read_values())
             if change == "falling":
                 self._unacknowledge()
+        return None
 
     def acknowledge(self, trigger_id: int) -> None:
         s = self._s

@@ -26,7 +26,7 @@ from asyncua import Client, Node, ua
 
 from lineinspect.line.event_loop_thread import EventLoopThread, LoopTimeout
 from lineinspect.line.plc_trigger.settings import OpcUaTriggerSource
-from lineinspect.line.plc_trigger.trigger import Edge, EdgeDetector, PartReading, PlcError
+from lineinspect.line.plc_trigger.trigger import Edge, EdgeDetector, PartReading, PlcError, PollSchedule
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class OpcUaTriggerInput:
         self._edges = EdgeDetector()
         self._mode = "subscription" if settings.subscribe else "poll"
         self._acked = False
-        self._next_poll_ns = 0
+        self._schedule = PollSchedule(settings.poll_ms)
 
     @property
     def describe(self) -> str:
@@ -102,7 +102,7 @@ class OpcUaTriggerInput:
         self._edges.reset()
         self._acked = False
         self._run("connecting", self._connect())
-        self._next_poll_ns = time.monotonic_ns()
+        self._schedule.restart()
 
     async def _connect(self) -> None:
         s = self._s
@@ -188,17 +188,9 @@ class OpcUaTriggerInput:
         return None
 
     def _poll(self, timeout_s: float) -> Edge | None:
-        poll_ns = int(self._s.poll_ms * 1_000_000)
         end_ns = time.monotonic_ns() + int(timeout_s * 1e9)
         names = ["trigger_node", *self._s.value_nodes]
-        while True:
-            now = time.monotonic_ns()
-            if self._next_poll_ns > now:
-                if self._next_poll_ns > end_ns:
-                    time.sleep(max(0, end_ns - now) / 1e9)
-                    return None
-                time.sleep((self._next_poll_ns - now) / 1e9)
-            self._next_poll_ns = max(self._next_poll_ns + poll_ns, time.monotonic_ns())
+        while self._schedule.wait(end_ns):
             values = self._run("reading the trigger", self._read(names))
             seen_ns = time.monotonic_ns()
             change = self._edges.update(bool(values.pop("trigger_node")))
@@ -206,6 +198,7 @@ class OpcUaTriggerInput:
                 return Edge(seen_ns, PartReading.of(values))
             if change == "falling":
                 self._unacknowledge()
+        return None
 
     def acknowledge(self, trigger_id: int) -> None:
         if self._s.ack_trigger_id_node is None and self._s.ack_node is None:

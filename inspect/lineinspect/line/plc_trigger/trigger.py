@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,6 +101,29 @@ class EdgeDetector:
         if last is None or last == value:
             return None
         return "rising" if value else "falling"
+
+
+class PollSchedule:
+    """When to read a polled trigger next: on a fixed schedule, so a slow answer does not stretch the interval."""
+
+    def __init__(self, poll_ms: float) -> None:
+        self._poll_ns = int(poll_ms * 1_000_000)
+        self._next_ns = time.monotonic_ns()
+
+    def restart(self) -> None:
+        self._next_ns = time.monotonic_ns()
+
+    def wait(self, end_ns: int) -> bool:
+        """Sleep until the next read is due (True) or until `end_ns` if that comes first (False)."""
+        now = time.monotonic_ns()
+        if self._next_ns > now:
+            if self._next_ns > end_ns:
+                time.sleep(max(0, end_ns - now) / 1e9)
+                return False
+            time.sleep((self._next_ns - now) / 1e9)
+        # A late read does not make the next one early (no burst after a stall).
+        self._next_ns = max(self._next_ns + self._poll_ns, time.monotonic_ns())
+        return True
 
 
 class TriggerInput(Protocol):
@@ -273,6 +297,9 @@ class PlcTrigger:
                     self._watch()
                 except PlcError as exc:
                     self._lost(exc, connected=True)
+                except Exception as exc:  # a bug or an unforeseen client error must not end the trigger for good
+                    log.exception("camera %s: PLC trigger failed", self.camera_id)
+                    self._lost(PlcError(f"{self.plc.describe}: {type(exc).__name__}: {exc}"), connected=True)
             self.plc.close()
             if self._stop.wait(delay_ms / 1000):
                 break

@@ -39,7 +39,7 @@ class ModbusActuator:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             response = fn(*args, device_id=self._s.device_id, **kwargs)
-        except ModbusException as exc:
+        except (ModbusException, OSError) as exc:  # a PLC that resets the connection raises OSError, not Modbus's own
             raise ActuatorError(
                 f"{self.describe}: {what} failed: {exc}. Check that the PLC is powered and reachable and that "
                 "reject.backend.host/port are right"
