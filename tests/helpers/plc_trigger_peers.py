@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from lineinspect.assemble import build_plc_triggers
 from lineinspect.config import load_station
 from lineinspect.line.plc_trigger.trigger import PlcTrigger
 from lineinspect.line.station import Station
-from tests.helpers.mosquitto import free_port
+from tests.helpers.opcua_server import OpcUaTestServer
 from tests.helpers.reject_peers import ModbusPlc
 from tests.helpers.waiting import wait_for
 
@@ -157,7 +156,7 @@ def modbus_source(port: int, **extra: Any) -> dict[str, Any]:
 OPCUA_LINE_NS = "urn:lineinspect:test-line"
 
 
-class OpcUaLinePlc:
+class OpcUaLinePlc(OpcUaTestServer):
     """Nodes `ns=2;s=Line.<Name>`. refuse_subscriptions: the server answers BadTooManySubscriptions."""
 
     TYPES: ClassVar[dict[str, tuple[str, Any]]] = {
@@ -169,62 +168,30 @@ class OpcUaLinePlc:
         "Ack": ("Boolean", False),
         "AckTriggerId": ("UInt32", 0),
     }
+    thread_name = "test-opcua-line"
 
     def __init__(self, *, port: int | None = None, refuse_subscriptions: bool = False) -> None:
-        self.port = port or free_port()
-        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/lineinspect-line"
+        super().__init__("lineinspect-line", port=port)
         self.refuse_subscriptions = refuse_subscriptions
-        self._loop = asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._nodes: dict[str, Any] = {}
         self.counter = 0
 
     @staticmethod
     def node_id(name: str) -> str:
         return f"ns=2;s=Line.{name}"
 
-    async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        from asyncua import Server, ua
+    async def _build(self, server: Any) -> None:
+        from asyncua import ua
 
-        try:
-            self._stop = asyncio.Event()
-            server = Server()
-            await server.init()
-            server.set_endpoint(self.endpoint)
-            if self.refuse_subscriptions:
-                server.iserver.max_subscriptions = 0
-            idx = await server.register_namespace(OPCUA_LINE_NS)
-            obj = await server.nodes.objects.add_object(ua.NodeId("Line", idx), "Line")
-            for name, (kind, initial) in self.TYPES.items():
-                node = await obj.add_variable(
-                    ua.NodeId(f"Line.{name}", idx), name, initial, varianttype=getattr(ua.VariantType, kind)
-                )
-                await node.set_writable()
-                self._nodes[name] = node
-            async with server:
-                ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            raise
-
-    def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete,
-            args=(self._serve(ready, failure),),
-            name="test-opcua-line",
-            daemon=True,
-        )
-        self._thread.start()
-        if not ready.wait(15) or failure:
-            raise RuntimeError(f"OPC UA test server did not start: {failure!r}")
-
-    def value(self, name: str) -> Any:
-        return asyncio.run_coroutine_threadsafe(self._nodes[name].read_value(), self._loop).result(5)
+        if self.refuse_subscriptions:
+            server.iserver.max_subscriptions = 0
+        idx = await server.register_namespace(OPCUA_LINE_NS)
+        obj = await server.nodes.objects.add_object(ua.NodeId("Line", idx), "Line")
+        for name, (kind, initial) in self.TYPES.items():
+            node = await obj.add_variable(
+                ua.NodeId(f"Line.{name}", idx), name, initial, varianttype=getattr(ua.VariantType, kind)
+            )
+            await node.set_writable()
+            self._nodes[name] = node
 
     async def _write(self, values: dict[str, Any]) -> None:
         from asyncua import ua
@@ -236,7 +203,7 @@ class OpcUaLinePlc:
     def write(self, **values: Any) -> int:
         """Write the nodes in the PLC's own memory, in the order given; `time.monotonic_ns()` before the writes."""
         at_ns = time.monotonic_ns()
-        asyncio.run_coroutine_threadsafe(self._write(values), self._loop).result(5)
+        self.on_loop(self._write(values))
         return at_ns
 
     def set_part(self, part_id: str, *, product_code: int, counter: int | None = None) -> None:
@@ -252,15 +219,6 @@ class OpcUaLinePlc:
         self.write(Trigger=False)
         wait_for(lambda: self.value("Ack") is False, 5, "the station cleared its acknowledgement")
         return trigger_id
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._loop.close()
-        self._thread = None
 
 
 @contextmanager

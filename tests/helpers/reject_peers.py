@@ -17,7 +17,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lineinspect.core.part import PartRef
 from tests.helpers.mosquitto import free_port
+from tests.helpers.opcua_server import OpcUaTestServer
 
 
 def part_ref(part_number: int, *, trigger_ns: int | None = None, encoder_count: int | None = None) -> PartRef:
@@ -153,116 +153,67 @@ def running_modbus_plc(**kwargs: Any) -> Iterator[ModbusPlc]:
 OPCUA_NS = "urn:lineinspect:test-plc"
 
 
-class OpcUaPlc:
+class OpcUaPlc(OpcUaTestServer):
     """Nodes `ns=2;s=Reject.<Name>`; the PLC copies ResultValid to Ack (unless `acks` is False)."""
 
     BOOLS = ("Ejector", "ResultValid", "Ack", "Confirm", "BinFull", "AirLow", "StopLine")
+    thread_name = "test-opcua-plc"
 
     def __init__(self, *, acks: bool = True) -> None:
-        self.port = free_port()
-        self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/lineinspect-test"
+        super().__init__("lineinspect-test")
         self.acks = acks
         self.ejector_changes: list[tuple[int, bool]] = []
         self.pulse_calls: list[int] = []
-        self._loop = asyncio.new_event_loop()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._nodes: dict[str, Any] = {}
 
     @staticmethod
     def node_id(name: str) -> str:
         return f"ns=2;s=Reject.{name}"
 
-    async def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        from asyncua import Server, ua, uamethod
+    async def _build(self, server: Any) -> None:
+        from asyncua import ua, uamethod
 
-        try:
-            self._stop = asyncio.Event()
-            server = Server()
-            self._server = server
-            await server.init()
-            server.set_endpoint(self.endpoint)
-            idx = await server.register_namespace(OPCUA_NS)
-            obj = await server.nodes.objects.add_object(ua.NodeId("Reject", idx), "Reject")
-            for name in self.BOOLS:
-                node = await obj.add_variable(ua.NodeId(f"Reject.{name}", idx), name, False)
-                await node.set_writable()
-                self._nodes[name] = node
-            verdict = await obj.add_variable(
-                ua.NodeId("Reject.Verdict", idx), "Verdict", 0, varianttype=ua.VariantType.Int16
-            )
-            part = await obj.add_variable(
-                ua.NodeId("Reject.PartNumber", idx), "PartNumber", 0, varianttype=ua.VariantType.UInt32
-            )
-            for node in (verdict, part):
-                await node.set_writable()
-            self._nodes["Verdict"], self._nodes["PartNumber"] = verdict, part
-
-            @uamethod
-            def pulse(parent: Any, width_ms: int) -> bool:
-                self.pulse_calls.append(int(width_ms))
-                return True
-
-            await obj.add_method(
-                ua.NodeId("Reject.Pulse", idx), "Pulse", pulse, [ua.VariantType.UInt32], [ua.VariantType.Boolean]
-            )
-            async with server:
-                ready.set()
-                last_ejector = False
-                while not self._stop.is_set():
-                    # The PLC's scan: follow the ejector output and answer the handshake.
-                    ejector = bool(await self._nodes["Ejector"].read_value())
-                    if ejector != last_ejector:
-                        self.ejector_changes.append((time.monotonic_ns(), ejector))
-                        last_ejector = ejector
-                    if self.acks:
-                        valid = await self._nodes["ResultValid"].read_value()
-                        await self._nodes["Ack"].write_value(bool(valid))
-                    with suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), 0.001)
-        except BaseException as exc:
-            failure.append(exc)
-            ready.set()
-            raise
-
-    def start(self) -> None:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete,
-            args=(self._serve(ready, failure),),
-            name="test-opcua-plc",
-            daemon=True,
+        idx = await server.register_namespace(OPCUA_NS)
+        obj = await server.nodes.objects.add_object(ua.NodeId("Reject", idx), "Reject")
+        for name in self.BOOLS:
+            node = await obj.add_variable(ua.NodeId(f"Reject.{name}", idx), name, False)
+            await node.set_writable()
+            self._nodes[name] = node
+        verdict = await obj.add_variable(
+            ua.NodeId("Reject.Verdict", idx), "Verdict", 0, varianttype=ua.VariantType.Int16
         )
-        self._thread.start()
-        if not ready.wait(15) or failure:
-            raise RuntimeError(f"OPC UA test server did not start: {failure!r}")
+        part = await obj.add_variable(
+            ua.NodeId("Reject.PartNumber", idx), "PartNumber", 0, varianttype=ua.VariantType.UInt32
+        )
+        for node in (verdict, part):
+            await node.set_writable()
+        self._nodes["Verdict"], self._nodes["PartNumber"] = verdict, part
 
-    def end_method_threads(self) -> None:
-        """asyncua runs method calls in a thread pool of its own, which its server's stop leaves running: end its
-        threads (a fresh pool takes the next call)."""
-        if self._server is None:
-            return
-        service = self._server.iserver.method_service
-        old, service._pool = service._pool, ThreadPoolExecutor()
-        old.shutdown(wait=True)
+        @uamethod
+        def pulse(parent: Any, width_ms: int) -> bool:
+            self.pulse_calls.append(int(width_ms))
+            return True
 
-    def value(self, name: str) -> Any:
-        return asyncio.run_coroutine_threadsafe(self._nodes[name].read_value(), self._loop).result(5)
+        await obj.add_method(
+            ua.NodeId("Reject.Pulse", idx), "Pulse", pulse, [ua.VariantType.UInt32], [ua.VariantType.Boolean]
+        )
+
+    async def _scan(self) -> None:
+        """The PLC's scan: follow the ejector output and answer the handshake."""
+        assert self._stop is not None
+        last_ejector = False
+        while not self._stop.is_set():
+            ejector = bool(await self._nodes["Ejector"].read_value())
+            if ejector != last_ejector:
+                self.ejector_changes.append((time.monotonic_ns(), ejector))
+                last_ejector = ejector
+            if self.acks:
+                valid = await self._nodes["ResultValid"].read_value()
+                await self._nodes["Ack"].write_value(bool(valid))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.001)
 
     def set(self, name: str, value: bool) -> None:
-        asyncio.run_coroutine_threadsafe(self._nodes[name].write_value(value), self._loop).result(5)
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        assert self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self.end_method_threads()
-        self._loop.close()
-        self._thread = None
+        self.on_loop(self._nodes[name].write_value(value))
 
 
 @contextmanager
