@@ -43,8 +43,6 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +50,7 @@ from types import TracebackType
 from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.result import Result
 from lineinspect.errors import LineinspectError
-from lineinspect.line.sqlite_file import OpenProblem, open_problem
+from lineinspect.line.sqlite_file import OpenProblem, open_problem, transaction
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +192,7 @@ class Outbox:
                     f"mqtt.outbox_max_rows; until then parts are undecided and rejected"
                 )
             try:
-                with self._transaction():
+                with transaction(self._conn):
                     row = self._conn.execute(
                         "UPDATE counter SET value = value + 1 WHERE name='sequence' RETURNING value"
                     ).fetchone()
@@ -234,7 +232,7 @@ class Outbox:
         """
         with self._lock:
             try:
-                with self._transaction():
+                with transaction(self._conn):
                     self._conn.execute(
                         "INSERT OR IGNORE INTO open_parts (run_id, camera_id, trigger_id, part_id, encoder_count,"
                         " recipe_id, triggered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -254,25 +252,6 @@ class Outbox:
                 " FROM open_parts ORDER BY rowid"
             ).fetchall()
         return [OpenPart(str(a), str(b), int(c), d, e, f, str(g)) for a, b, c, d, e, f, g in rows]
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE … COMMIT; on failure roll back what SQLite has not already, keeping the first error.
-
-        SQLite rolls a failed commit back itself in some cases (SQLITE_FULL): a second ROLLBACK then fails
-        with "no transaction is active" and would hide the real cause ("database or disk is full").
-        """
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                try:
-                    self._conn.execute("ROLLBACK")
-                except sqlite3.Error as rollback_error:
-                    log.error("outbox %s: rollback failed too: %s", self.path, rollback_error)
-            raise
 
     def pending(self, limit: int, after_sequence: int = 0) -> list[OutboxEntry]:
         """Up to `limit` stored results with a sequence above `after_sequence`, oldest first."""

@@ -14,7 +14,6 @@ Reviews are audit records: inserted, never updated or deleted, and never removed
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 from lineinspect.core.clock import iso_utc
 from lineinspect.errors import LineinspectError
-from lineinspect.line.sqlite_file import OpenProblem, open_problem
+from lineinspect.line.sqlite_file import OpenProblem, open_problem, transaction
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.sqlite"
@@ -282,21 +281,9 @@ class ArchiveIndex:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """Under the lock: BEGIN IMMEDIATE … COMMIT; on failure roll back what SQLite has not already.
-
-        SQLite rolls a failed commit back itself in some cases (SQLITE_FULL); a second ROLLBACK would only fail
-        again, so the first error is the one raised.
-        """
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
-                raise
+        """Under the lock, one transaction (`sqlite_file.transaction`)."""
+        with self._lock, transaction(self._conn):
+            yield
 
     def kept_bytes(self) -> int:
         with self._lock:
