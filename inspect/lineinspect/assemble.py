@@ -222,10 +222,12 @@ def build_plc_triggers(
     """One `PlcTrigger` per `plc_triggers:` entry (not started: `start()` after `station.start()`, `stop()`
     before `station.stop()`). Each names a camera of the station whose trigger mode is software.
 
-    select_recipe: (camera_id, recipe_id), the station's run-time recipe switch; None until the station
-    has one (product codes are then checked and logged only). Alarms go to `events` with the source
-    `plc_trigger.<camera>`.
+    select_recipe: (camera_id, recipe_id), raising to refuse; None: the station's own changeover
+    (`RecipeBook.select`, source `plc`: the same rules as HTTP and MQTT). Alarms go to `events` with the
+    source `plc_trigger.<camera>`.
     """
+    if select_recipe is None:
+        select_recipe = partial(_select_by_plc, station.book)
     where = str(station_dir / "station.yaml") if station_dir is not None else "station.yaml"
     triggers: list[PlcTrigger] = []
     for i, entry in enumerate(config.plc_triggers):
@@ -418,6 +420,13 @@ def build_station(
         )
         undo.pop_all()  # the station owns them now
     return station
+
+
+def _select_by_plc(book: RecipeBook, camera_id: str, recipe_id: str) -> None:
+    """A PLC product code's recipe switch; a refusal raises, so the trigger raises its alarm."""
+    change = book.select(camera_id, recipe_id, source="plc")
+    if not change.ok:
+        raise ValueError(change.message)
 
 
 def _shadow_runner(station_dir: Path, book: RecipeBook) -> ShadowRunner | None:

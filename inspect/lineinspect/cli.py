@@ -324,6 +324,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         station = build_station(station_dir, config, inspector=inspector, result_sinks=sinks)
         try:
             # select_recipe None: PLC product codes are checked and logged, not yet switched (see the report).
+            # select_recipe None: product codes switch recipes through the station's own changeover.
             plc_triggers = build_plc_triggers(config, station, None, station.events, station_dir=station_dir)
         except BaseException:
             station.stop()

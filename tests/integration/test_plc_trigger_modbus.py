@@ -15,6 +15,7 @@ from lineinspect.line.plc_trigger.trigger import TriggerState
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.plc_trigger_peers import (
     ALARM_SOURCE,
+    CODES,
     PART_ID_REGISTER,
     RECIPES,
     ModbusLine,
@@ -76,6 +77,27 @@ def test_each_plc_edge_is_one_result_with_the_plcs_part_id_and_product_codes_sel
     assert [a["active"] for a in unknown] == [True, False]
     assert "code '9'" in unknown[0]["message"] and "plc_triggers[0].product_codes" in unknown[0]["message"]
     assert status.triggers == len(codes) and status.missed == 0 and status.mode == "poll"
+
+
+def test_a_product_code_switches_the_station_recipe_from_its_own_part_on(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    with running_modbus_plc() as plc:
+        write_plc_station(tmp_path, mosquitto.port, modbus_source(plc.port))
+        line = ModbusLine(plc)
+        codes = [1, 1, 2, 2, 1]
+        try:
+            with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
+                wait_for(lambda: camera_connected(station), 5, "camera connected")
+                with plc_triggered(tmp_path, station) as trigger:  # the station's own changeover
+                    wait_for(lambda: trigger.status().state is TriggerState.CONNECTED, 5, "PLC connected")
+                    for i, code in enumerate(codes):
+                        line.handshake(ascii_words(f"C-{i}", 8), product_code=code)
+                    sub.wait_until(lambda: len(sub.received("/result")) >= len(codes), 10, "every result arrived")
+                changes = [m.json() for m in sub.received("/changeover") if m.json()["action"] == "select"]
+        finally:
+            line.close()
+    assert [b["recipe"]["id"] for b in results(sub)] == [CODES[c] for c in codes]
+    # The first code is a selection too (the trigger knows no code before it), then each change.
+    assert [(c["source"], c["recipe_id"]) for c in changes] == [("plc", "part-a"), ("plc", "part-b"), ("plc", "part-a")]
 
 
 def test_numeric_part_ids_from_a_pulsed_bit_and_a_counter_jump_is_an_alarm_that_clears(

@@ -207,7 +207,7 @@ class PlcTrigger:
     """Watches one camera's trigger at the PLC and triggers the station for each part.
 
     trigger: `Station.trigger`. select_recipe: (camera_id, recipe_id), called when the PLC's product code
-    changes to a mapped one; None: the station cannot switch recipes (the code is only checked and logged).
+    changes to a mapped one (raises to refuse; the part keeps the active recipe and an alarm says why).
     on_alarm(kind, message) / on_clear(source, kind, message): the station's alarm table, with
     `alarm_source` as the source of every alarm of this trigger.
     """
@@ -218,7 +218,7 @@ class PlcTrigger:
         plc: TriggerInput,
         *,
         trigger: Trigger,
-        select_recipe: SelectRecipe | None,
+        select_recipe: SelectRecipe,
         on_alarm: Callable[[str, str], None],
         on_clear: Callable[[str, str, str], None],
         alarm_source: str,
@@ -363,16 +363,6 @@ class PlcTrigger:
             self._set_code(code)
             return
         self._clear(ALARM_UNKNOWN_CODE, f"camera {self.camera_id}: product code {code!r} is known (recipe {recipe})")
-        if self._select_recipe is None:
-            log.warning(
-                "camera %s: PLC product code %r selects recipe %s, but this station cannot switch recipes at run "
-                "time; parts keep the camera's recipe",
-                self.camera_id,
-                code,
-                recipe,
-            )
-            self._set_code(code)
-            return
         try:
             self._select_recipe(self.camera_id, recipe)
         except Exception as exc:  # refused (unknown recipe, model does not load): nothing changed
