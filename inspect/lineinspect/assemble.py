@@ -322,7 +322,6 @@ def build_station(
         journal = PartJournal(
             outbox,
             run_id,
-            recipes={cam.id: cam.recipe or config.default_recipe_id for cam in cameras},
             on_alarm=events.station_alarm,
             on_clear=events.clear_alarm,
         )

@@ -133,7 +133,7 @@ def test_each_part_is_inspected_with_the_recipe_active_at_its_trigger_while_swit
             assert station.status().to_payload()["recipes"] == {"cam1": "lenient"}
         finally:
             commander.close()
-        sub.wait_until(lambda: len(sub.received("/changeover")) >= 5, 5, "changeover events")
+        sub.wait_until(lambda: len(sub.received("/changeover")) >= 6, 5, "changeover events (start + 5)")
         retained = [m.json() for m in sub.received("/lineinspect/teststation/status")]
     got = results(sub)
     assert sorted(got) == sorted(expected)  # none lost, none doubled
@@ -142,7 +142,7 @@ def test_each_part_is_inspected_with_the_recipe_active_at_its_trigger_while_swit
         assert r["recipe"]["id"] == recipe, f"part {trigger_id}"
         assert r["recipe"]["version"] == ("2" if recipe == "lenient" else "1")
         assert r["verdict"] == ("pass" if recipe == "lenient" else "fail")  # one rule set per part, never mixed
-    events = [m.json() for m in sub.received("/changeover")]
+    events = [m.json() for m in sub.received("/changeover") if m.json()["action"] != "start"]
     assert [(e["ok"], e["recipe_id"], e["source"]) for e in events] == [
         (True, "lenient", "http"),
         (True, "strict", "mqtt"),
@@ -151,6 +151,8 @@ def test_each_part_is_inspected_with_the_recipe_active_at_its_trigger_while_swit
         (True, "lenient", "http"),
     ]
     assert retained[-1]["recipes"] == {"cam1": "lenient"}
+    # From the first status on, the retained status names each camera's recipe.
+    assert all(s.get("recipes") for s in retained if s["state"] != "offline")
 
 
 def card_sha(model_dir: Path) -> str:

@@ -40,7 +40,7 @@ SETUPS_KEPT = 8
 class Change:
     """One changeover or reload, as audited and announced."""
 
-    action: str  # "select" or "reload"
+    action: str  # "select", "reload", or "start" (the recipes a run starts with)
     ok: bool
     message: str
     source: str  # http, mqtt, plc, sighup, start
@@ -134,7 +134,7 @@ class RecipeBook:
     def active(self) -> dict[str, str | None]:
         """Each camera's active recipe id."""
         with self._lock:
-            return {cam: sel.recipe_id for cam, sel in self._active.items()}
+            return self._active_ids()
 
     @property
     def setup(self) -> int:
@@ -142,6 +142,25 @@ class RecipeBook:
             return self._current
 
     # --- changes ---------------------------------------------------------------------------------
+    def announce_start(self) -> None:
+        """At start-up: the recipes each camera starts with, audited and announced like any change (so the
+        retained status shows them from the first message on)."""
+        with self._lock:
+            inspector = self._setups[self._current]
+            change = Change(
+                "start",
+                True,
+                f"recipes at start: {self._active_ids()}",
+                "start",
+                setup=self._current,
+                models=_models(inspector),
+            )
+        self._announce(change)
+
+    def _active_ids(self) -> dict[str, str | None]:
+        """Each camera's active recipe id; the caller holds the lock."""
+        return {cam: sel.recipe_id for cam, sel in self._active.items()}
+
     def select(self, camera_id: str, recipe_id: str, *, source: str, request_id: str | None = None) -> Change:
         """Make `recipe_id` the active recipe of `camera_id` from its next trigger on."""
         with self._lock:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from lineinspect.core.clock import utc_now
 from lineinspect.core.part import PartRef
@@ -35,8 +35,8 @@ def new_run_id() -> str:
 class PartJournal:
     """Open parts of this run in the outbox's database; see the module docstring.
 
-    recipes: each camera's recipe id (recorded with its parts). on_alarm / on_clear: the station's
-    alarm table (`StationEvents.station_alarm` / `clear_alarm`), for a journal that cannot be written.
+    on_alarm / on_clear: the station's alarm table (`StationEvents.station_alarm` / `clear_alarm`), for a
+    journal that cannot be written. A part's recipe is the one fixed into it at its trigger.
     """
 
     def __init__(
@@ -44,13 +44,11 @@ class PartJournal:
         outbox: Outbox,
         run_id: str,
         *,
-        recipes: Mapping[str, str | None],
         on_alarm: Callable[[str, str], None],
         on_clear: Callable[[str, str, str], None],
     ) -> None:
         self.outbox = outbox
         self.run_id = run_id
-        self.recipes = dict(recipes)
         self._on_alarm = on_alarm
         self._on_clear = on_clear
         self._failing = False
@@ -64,7 +62,7 @@ class PartJournal:
                 trigger_id=part.trigger_id,
                 part_id=part.part_id,
                 encoder_count=part.encoder_count,
-                recipe_id=part.selection.recipe_id if part.selection is not None else self.recipes.get(part.camera_id),
+                recipe_id=part.selection.recipe_id if part.selection is not None else None,
             )
         except OutboxError as exc:
             log.error("%s", exc)

@@ -477,6 +477,7 @@ class Station:
         self._state = "starting"
         self._started_at = utc_now()
         try:
+            self.book.announce_start()  # before connecting: the first retained status names each camera's recipe
             self.publisher.start()
             if self.watch is not None:
                 self.watch.start()
