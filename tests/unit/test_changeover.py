@@ -10,13 +10,10 @@ import pytest
 
 from lineinspect.assemble import single_model_inspector
 from lineinspect.core.inspector import Inspector
-from lineinspect.core.model import Model, RuntimeOptions
-from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ModelError
 from lineinspect.line.changeover import SETUPS_KEPT, Change, ChangeoverAudit, RecipeBook
 from tests.helpers.graphs import brightness_anomaly
-
-OPTIONS = RuntimeOptions(intra_op_threads=1)
+from tests.helpers.recipes import OPTIONS, two_recipes
 
 
 class Heard:
@@ -25,15 +22,6 @@ class Heard:
 
     def changeover(self, change: Change, active: Mapping[str, str | None]) -> None:
         self.changes.append((change, dict(active)))
-
-
-def two_recipes(model_dir: Path) -> Inspector:
-    model = Model.load(model_dir, OPTIONS)
-    recipes = {
-        "strict": Recipe(id="strict", model=model.id),
-        "lenient": Recipe(id="lenient", version="3", model=model.id, max_defects=5),
-    }
-    return Inspector({model.id: model}, recipes, "strict")
 
 
 @pytest.fixture(scope="module")
