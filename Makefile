@@ -56,6 +56,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_reject.py
 	$(BIN)/python bench/bench_calibration.py
 	$(BIN)/python bench/bench_archive.py
+	$(BIN)/python bench/bench_plc_trigger.py
+	$(BIN)/python bench/chaos.py
 
 # Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).
 bench-tile: $(VENV)/.installed

@@ -200,7 +200,7 @@ def build_archive(station_dir: Path, settings: ArchiveSettings, *, events: Stati
 PLC_TRIGGER_ALARM_SOURCE = "plc_trigger"
 
 
-def _trigger_input(entry: PlcTriggerSettings, field_path: str) -> TriggerInput:
+def plc_trigger_input(entry: PlcTriggerSettings, field_path: str) -> TriggerInput:
     # Imported here: a station without PLC triggers never loads pymodbus or asyncua for them.
     if isinstance(entry.source, ModbusTriggerSource):
         from lineinspect.line.plc_trigger.modbus import ModbusTriggerInput
@@ -253,7 +253,7 @@ def build_plc_triggers(
         triggers.append(
             PlcTrigger(
                 entry,
-                _trigger_input(entry, f"{field_path}.source"),
+                plc_trigger_input(entry, f"{field_path}.source"),
                 trigger=station.trigger,
                 select_recipe=select_recipe,
                 on_alarm=on_alarm,
