@@ -84,6 +84,21 @@ class HttpSection(BaseModel):
     inference_timeout_ms: int = Field(
         10_000, gt=0, description="An upload not inspected within this time gets an undecided result."
     )
+    decode_budget_pixels: int = Field(
+        48_000_000,
+        gt=0,
+        description="Pixels the upload workers may decode at once, shared among them: one upload may decode at "
+        "most decode_budget_pixels / inference_workers (and never more than max_pixels). Decoding costs about "
+        "3 bytes of memory per pixel whatever the file's size (a 128 kB PNG can hold 40 MP), so this bounds "
+        "the memory uploads can take.",
+    )
+    upload_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="The whole upload body must arrive within this time (408 otherwise): a client that stops "
+        "sending mid-upload does not hold a connection for ever.",
+    )
 
 
 class LineSection(BaseModel):

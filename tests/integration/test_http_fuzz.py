@@ -20,8 +20,8 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.python import asgi as schemathesis_asgi
 
 from lineinspect.assemble import build_http_app, build_inspector
-from lineinspect.config import load_station
-from lineinspect.http.routes.inspections import DECODE_BUDGET_PIXELS, pixel_limit
+from lineinspect.config import HttpSection, load_station
+from lineinspect.http.routes.inspections import pixel_limit
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.results_store import ResultStore
 from lineinspect.line.status import OfflineStatus
@@ -72,14 +72,11 @@ ALL_CHECKS = [CHECKS.get_one(name) for name in CHECKS.get_all_names() if name !=
 def test_the_api_keeps_to_its_openapi_under_fuzzing(served: TestClient) -> None:
     """`schemathesis run --checks all`, in process: every operation, FUZZ_EXAMPLES generated cases each."""
     api = schemathesis.openapi.from_asgi("/openapi.json", served.app)
-    # The archive's routes (http/routes/archive.py, another owner) answer 404 `archive_off` without documenting
-    # it; left out here until they do (reported), everything else is held to every check.
-    operations = [
-        op
-        for op in (result.ok() for result in api.get_all_operations())
-        if not op.path.endswith(("/image", "/review", "/reviews"))
-    ]
-    assert len(operations) >= 8
+    operations = [result.ok() for result in api.get_all_operations()]
+    paths = {op.path for op in operations}
+    # The archive's routes are in: an app served without an archive answers their documented 404.
+    assert {"/v1/results/{result_id}/image", "/v1/results/{result_id}/reviews"} <= paths
+    assert len(operations) >= 11
 
     try:
         run_every(operations)
@@ -162,8 +159,9 @@ def test_a_long_part_id_is_not_echoed_whole(served: TestClient) -> None:
 
 
 def test_the_pixel_budget_is_shared_by_the_workers(served: TestClient) -> None:
-    assert pixel_limit(40_000_000, 2) == DECODE_BUDGET_PIXELS // 2
-    assert pixel_limit(1_000_000, 2) == 1_000_000
+    assert pixel_limit(HttpSection(max_pixels=40_000_000, inference_workers=2)) == 24_000_000
+    assert pixel_limit(HttpSection(max_pixels=1_000_000, inference_workers=2)) == 1_000_000
+    assert pixel_limit(HttpSection(decode_budget_pixels=9_000_000, inference_workers=3)) == 3_000_000
     # A small file of many pixels (6300 x 6300, a few hundred kB) is refused before it is decoded.
     big = cv2.imencode(".png", np.zeros((6300, 6300), np.uint8))[1].tobytes()
     assert len(big) < 1_000_000

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,13 @@ def read_line_with(proc: subprocess.Popen[str], marker: str, timeout_s: float) -
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    station_dir = write_station(tmp_path / "station", http={"max_upload_bytes": 2000})
+    with serving(write_station(tmp_path / "station", http={"max_upload_bytes": 2000})) as got:
+        yield got
+
+
+@contextmanager
+def serving(station_dir: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`lineinspect serve` on a free port: (its URL, the process); killed at the end."""
     env = {
         **os.environ,
         "LINEINSPECT_API_KEY": "s3cret",
@@ -118,3 +125,44 @@ def test_serve_exits_2_naming_the_address_when_port_is_taken(
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "choose another --port" in err
+
+
+def test_a_stalled_upload_is_answered_408_after_the_upload_timeout(tmp_path: Path) -> None:
+    """A client that sends half a body and stops gets 408 after http.upload_timeout_s, not a connection held for
+    ever; the server goes on answering others."""
+    station_dir = write_station(tmp_path / "station", http={"upload_timeout_s": 1.0})
+    with serving(station_dir) as (url, _proc):
+        host, port = url.removeprefix("http://").split(":")
+        body_start = b'--b\r\nContent-Disposition: form-data; name="file"; filename="p.png"\r\n\r\n\x89PNG'
+        head = (
+            f"POST /v1/inspections HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"X-API-Key: s3cret\r\nContent-Length: 100000\r\n\r\n"
+        ).encode()
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(head + body_start)
+            started = time.monotonic()
+            answer = stalled.recv(65536).decode(errors="replace")
+            waited_s = time.monotonic() - started
+            for _ in range(10):  # the body may come in its own packet
+                more = stalled.recv(65536).decode(errors="replace")
+                if not more:
+                    break
+                answer += more
+                if answer.endswith("}"):
+                    break
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert "the upload did not arrive within 1 s (http.upload_timeout_s)" in answer
+        assert 0.8 <= waited_s < 5, waited_s
+        with httpx.Client(base_url=url, timeout=10) as client:
+            good = client.post(
+                "/v1/inspections", files={"file": ("good.png", encode(good_part()))}, headers={"X-API-Key": "s3cret"}
+            )
+            assert good.json()["verdict"] == "pass"
+
+
+def test_an_upload_timeout_that_is_not_a_positive_time_is_refused_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    station_dir = write_station(tmp_path / "station", http={"upload_timeout_s": 0})
+    assert main(["serve", "--station-dir", str(station_dir), "--port", "0"]) == 2
+    assert "http.upload_timeout_s" in capsys.readouterr().err

@@ -194,6 +194,7 @@ def archive_router(archive: ImageArchive | None, store: ResultStore) -> APIRoute
         responses={
             401: {"model": ErrorBody, "description": "API key missing or wrong."},
             404: {"model": ErrorBody, "description": "Unknown result, or the station keeps no frames."},
+            413: {"model": ErrorBody, "description": f"The mask PNG is over {MAX_MASK_BYTES} bytes."},
             422: {"model": ErrorBody, "description": "The review does not fit the part (label, box, mask)."},
         },
     )
@@ -241,7 +242,11 @@ def archive_router(archive: ImageArchive | None, store: ResultStore) -> APIRoute
         archive.count_review()
         return JSONResponse(review.to_payload(), status_code=201)
 
-    @router.get("/{result_id}/reviews", summary="The reviews of a part, oldest first (the last one counts)")
+    @router.get(
+        "/{result_id}/reviews",
+        summary="The reviews of a part, oldest first (the last one counts)",
+        responses={404: {"model": ErrorBody, "description": "The station keeps no frames (no archive)."}},
+    )
     def get_reviews(result_id: str) -> dict[str, Any]:
         reviews = _index_or_404(archive).reviews(result_id)
         return {"result_id": result_id, "reviews": [r.to_payload() for r in reviews]}

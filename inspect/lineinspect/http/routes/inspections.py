@@ -27,6 +27,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
+from lineinspect.config import HttpSection
 from lineinspect.core.decode import decode_image, sniff_format
 from lineinspect.core.frame import Frame
 from lineinspect.core.inspector import Inspector, UnknownRecipe, with_decode_time
@@ -49,17 +50,12 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_NAME_CHARS = 200
 MAX_FORM_FIELDS = 8
 RETRY_AFTER_S = 1
-# Decoding costs about 3 bytes of memory and a fixed time per pixel, whatever the file's size (a 128 kB PNG can
-# hold 40 MP). The pixels decoded at once are bounded by this budget, shared by the pool's workers: each upload
-# gets the budget / inference_workers (and never more than http.max_pixels).
-DECODE_BUDGET_PIXELS = 48_000_000
-# A client that stops sending mid-upload must not hold the request open for ever.
-UPLOAD_TIMEOUT_S = 30.0
 
 
-def pixel_limit(max_pixels: int, workers: int) -> int:
-    """The most pixels one upload may decode: http.max_pixels, within its worker's share of the decode budget."""
-    return min(max_pixels, DECODE_BUDGET_PIXELS // max(1, workers))
+def pixel_limit(settings: HttpSection) -> int:
+    """The most pixels one upload may decode: http.max_pixels, within its worker's share of
+    http.decode_budget_pixels (decoding costs memory per pixel, whatever the file's size)."""
+    return min(settings.max_pixels, settings.decode_budget_pixels // max(1, settings.inference_workers))
 
 
 class UploadTooLarge(Exception):
@@ -173,8 +169,8 @@ _UPLOAD_BODY = {
                         "format": "binary",
                         "description": "The image: PNG, JPEG, BMP, TIFF, WebP or PGM/PPM (GIF, PDF, HEIF/AVIF and "
                         "JPEG 2000 are refused with 415). At most http.max_upload_bytes, and at most http.max_pixels "
-                        f"pixels within a decode budget of {DECODE_BUDGET_PIXELS} pixels shared by the "
-                        "http.inference_workers (413 above).",
+                        "pixels within the http.decode_budget_pixels shared by the http.inference_workers (413 "
+                        "above).",
                     },
                     RECIPE_FIELD: {
                         "type": "string",
@@ -187,7 +183,7 @@ _UPLOAD_BODY = {
                 },
                 "maxProperties": MAX_FORM_FIELDS,
                 "description": f"At most {MAX_FORM_FIELDS} form fields and one file; the whole body must arrive "
-                f"within {UPLOAD_TIMEOUT_S:g} s (408).",
+                "within http.upload_timeout_s (408).",
             }
         }
     },
@@ -196,7 +192,7 @@ _UPLOAD_BODY = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Empty file or malformed multipart body."},
     401: {"model": ErrorBody, "description": f"API key missing or wrong ({API_KEY_HEADER} header)."},
-    408: {"model": ErrorBody, "description": f"The upload did not arrive within {UPLOAD_TIMEOUT_S:g} s."},
+    408: {"model": ErrorBody, "description": "The upload did not arrive within http.upload_timeout_s."},
     404: {
         "model": ErrorBody,
         "description": "Unknown recipe, or a camera without a calibration; the message lists the known ones.",
@@ -272,11 +268,13 @@ async def create_inspection(
 
     try:
         data, filename, form_recipe, form_camera = await asyncio.wait_for(
-            _read_upload(request, body_limit, settings.max_upload_bytes), UPLOAD_TIMEOUT_S
+            _read_upload(request, body_limit, settings.max_upload_bytes), settings.upload_timeout_s
         )
     except TimeoutError:
         raise ApiError(
-            408, "upload_timeout", f"the upload did not arrive within {UPLOAD_TIMEOUT_S:g} s; send it again"
+            408,
+            "upload_timeout",
+            f"the upload did not arrive within {settings.upload_timeout_s:g} s (http.upload_timeout_s); send it again",
         ) from None
     if recipe is None and form_recipe:
         recipe = form_recipe
@@ -291,7 +289,7 @@ async def create_inspection(
         data,
         name=filename,
         recipe_id=recipe,
-        max_pixels=pixel_limit(settings.max_pixels, settings.inference_workers),
+        max_pixels=pixel_limit(settings),
         annotate=annotate,
         camera_id=camera,
     )
