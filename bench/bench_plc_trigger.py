@@ -7,12 +7,13 @@ notes the moment it is called (where `Station.trigger` would make the part's Par
 `--parts` full handshakes (values, edge, ack, edge down, ack down); printed per source: median and
 p99 over all parts, and the spread of the rounds' medians.
 
-    python bench/bench_plc_trigger.py [--rounds 5] [--parts 50] [--poll-ms 2]
+    python bench/bench_plc_trigger.py [--rounds 10] [--parts 50] [--poll-ms 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import time
@@ -114,10 +115,11 @@ def report(name: str, rounds: list[list[float]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--parts", type=int, default=50, help="handshakes per round")
     p.add_argument("--poll-ms", type=float, default=2.0, help="the Modbus trigger's poll interval")
     args = p.parse_args(argv)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its per-connection notices would bury the figures
     runs: dict[str, Callable[[int, float], list[float]]] = {
         f"modbus (poll {args.poll_ms:g} ms)": modbus_round,
         "opcua (subscription)": opcua_round,
