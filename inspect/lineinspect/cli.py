@@ -19,16 +19,23 @@ EXIT_USAGE = 2
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from lineinspect.config import station_json_schema
+    from lineinspect.core.modelcard import model_card_schema
     from lineinspect.core.result import result_schema
 
-    schema = result_schema() if args.what == "result" else station_json_schema()
-    print(json.dumps(schema, indent=2))
+    schemas = {"station": station_json_schema, "result": result_schema, "model": model_card_schema}
+    print(json.dumps(schemas[args.what](), indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def add_schema(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schema", help="print the JSON Schema of station.yaml or of a result")
-    p.add_argument("what", nargs="?", choices=["station", "result"], default="station")
+    p = sub.add_parser("schema", help="print the JSON Schema of station.yaml, of a result or of a model card")
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=["station", "result", "model"],
+        default="station",
+        help="station: station.yaml; result: the MES payload; model: models/<name>/model.yaml (default station)",
+    )
     p.set_defaults(func=cmd_schema)
 
 
@@ -827,9 +834,73 @@ def cmd_model_promote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _names(text: str) -> list[str]:
+    """`a,b,c` → ["a", "b", "c"], for argparse."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"'{text}': give names separated by commas, e.g. good,scratch,dent")
+    return names
+
+
+def cmd_model_add(args: argparse.Namespace) -> int:
+    from lineinspect.assemble import MODELS_DIR
+    from lineinspect.config import station_dir_from
+    from lineinspect.offline.model_add import AddRequest, AnomalyThresholds, add_model
+
+    models_dir = Path(args.models_dir) if args.models_dir else station_dir_from(args.station_dir) / MODELS_DIR
+    request = AddRequest(
+        source=Path(args.file),
+        name=args.name,
+        models_dir=models_dir,
+        adapter=args.adapter,
+        labels=args.labels,
+        size=args.size,
+        color=args.color,
+        good_class=args.good_class,
+        defect_classes=args.defect_classes,
+        anomaly=AnomalyThresholds(args.image_threshold, args.pixel_threshold, args.score_min, args.score_max),
+        image=Path(args.image) if args.image else None,
+        dry_run=args.dry_run,
+    )
+    for line in add_model(request).lines():
+        print(line)
+    return EXIT_OK
+
+
 def add_model(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="promote a recipe's shadow model to production, or roll back")
+    p = sub.add_parser(
+        "model", help="add an exported ONNX model (writes its card), promote a shadow model, or roll back"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="copy an ONNX export into models/NAME with a model card read from the file, load it, run it once",
+        description="Recognises Ultralytics (detect, segment, classify, OBB, pose), anomalib v2 (Padim, Patchcore, "
+        "...) and lineinspect teach exports from their graph and metadata, proposes the card (adapter, input "
+        "size, colour order, resize, scaling, labels, thresholds), computes the sha256, writes models/NAME/, loads "
+        "it as the station does and runs it on a sample image. What the file cannot say is asked for by its flag.",
+    )
+    add.add_argument("file", metavar="FILE.onnx", help="the exported ONNX file")
+    add.add_argument("--name", required=True, help="model id and folder name under models/ (recipes name it)")
+    add.add_argument(
+        "--adapter",
+        choices=["anomaly", "segmentation", "yolo", "classification"],
+        help="how to read the outputs, for an export lineinspect does not recognise",
+    )
+    add.add_argument("--labels", type=_names, help="class names by output index, comma-separated")
+    add.add_argument("--size", type=_size, help="input WxH in pixels where the model's input size is not fixed")
+    add.add_argument("--color", choices=["RGB", "BGR"], help="channel order the model was trained on (default RGB)")
+    add.add_argument("--good-class", help="classification/segmentation: the class of good parts")
+    add.add_argument("--defect-classes", type=_names, help="classification: the classes that fail a part")
+    add.add_argument("--image-threshold", type=float, help="anomaly, raw scores: image score at which a part fails")
+    add.add_argument("--pixel-threshold", type=float, help="anomaly, raw scores: map value of a defective pixel")
+    add.add_argument("--score-min", type=float, help="anomaly, raw scores: score of a typical good part (default 0)")
+    add.add_argument("--score-max", type=float, help="anomaly, raw scores: score of a clear defect")
+    add.add_argument("--image", help="image to run the model on once (default: the first under sample_images/)")
+    add.add_argument("--dry-run", action="store_true", help="print the card and the sample's result; write nothing")
+    add.add_argument("--models-dir", help="models folder to add to (default: the station's models/)")
+    add.add_argument("--station-dir", help=STATION_DIR_HELP)
+    add.set_defaults(func=cmd_model_add)
     promote = actions.add_parser("promote", help="the recipe's shadow model NAME becomes its production model")
     promote.add_argument("name", metavar="NAME", help="the shadow model's folder name under models/")
     promote.add_argument("--recipe", required=True, help="recipe id in station.yaml")

@@ -286,6 +286,6 @@ def test_classification_passes_when_top_class_is_good(tmp_path: Path) -> None:
 
 def test_classification_model_is_refused_when_labels_do_not_match_outputs(tmp_path: Path) -> None:
     graph = constant_output_graph("c", [1, 3, 16, 16], {"logits": np.zeros((1, 5), np.float32)})
-    card = {"name": "c", "adapter": "classification", "input": {"width": 16, "height": 16}, "labels": ["a", "b"]}
+    card = {"name": "c", "adapter": "classification", "input": {"width": 16, "height": 16}, "labels": ["good", "b"]}
     with pytest.raises(ModelError, match="has 5 scores; the card lists 2 labels"):
         Model.load(save_model(graph, tmp_path / "c", card), OPTIONS)

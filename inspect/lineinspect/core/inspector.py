@@ -174,6 +174,10 @@ class Inspector:
             defects = [calibration.measure(d) for d in defects]
         decision: Decision = decide(defects, inference.output.score, recipe, model.card.thresholds)
         reason = decision.reason
+        if inference.output.note is not None:
+            # The adapter's view where the findings alone would not explain the verdict beside the
+            # image score (an anomaly map failing a part with a low image score; a non-defect class).
+            reason += f"; {inference.output.note}"
         if mm_per_px is None and decision.findings:
             # Sizes matter once something is found: say plainly that they are pixels, and why.
             reason += f"; sizes in px only: {px_only_cause(frame.camera_id, calibration, w, h)}"
@@ -212,7 +216,7 @@ class Inspector:
 
 def px_only_cause(camera_id: str | None, calibration: PlaneCalibration | None, width: int, height: int) -> str:
     if camera_id is None:
-        return "no camera named"
+        return "no camera named (upload with camera=ID of a calibrated camera to measure in mm)"
     if calibration is None:
         return f"camera '{camera_id}' is not calibrated"
     return f"camera '{camera_id}': {calibration.why_px_only(width, height)}"

@@ -102,22 +102,7 @@ class Model:
                 f"{onnx_path}: sha256 is {actual} but {model_dir / 'model.yaml'} says {card.sha256}; "
                 "the model file was changed or the card belongs to another model"
             )
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = options.intra_op_threads
-        so.inter_op_num_threads = options.inter_op_threads
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        spin = "1" if options.allow_spinning else "0"
-        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        so.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(
-                str(onnx_path), sess_options=so, providers=choose_providers(options.providers)
-            )
-        except Exception as exc:  # onnxruntime raises several private exception types
-            raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {exc}") from exc
-        model = cls(model_dir, card, session)
+        model = cls(model_dir, card, open_session(onnx_path, options))
         model.warm_up()
         return model
 
@@ -143,6 +128,23 @@ class Model:
         output = self.adapter.decode(outputs, geometry)
         t3 = time.monotonic_ns()
         return Inference(output, geometry, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
+
+
+def open_session(onnx_path: Path, options: RuntimeOptions) -> ort.InferenceSession:
+    """An onnxruntime session of one model file with the station's settings; a file it cannot load: ModelError."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if options.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(onnx_path), sess_options=so, providers=choose_providers(options.providers))
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {exc}") from exc
 
 
 def _check_input_shape(path: Path, card: ModelCard, shape: list[object]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,7 +60,9 @@ class AnomalyCalibration(BaseModel):
 
 
 class ModelCard(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A model card (`models/<name>/model.yaml`): how to feed a model and how to read its outputs."""
+
+    model_config = ConfigDict(extra="forbid", title="lineinspect model card")
 
     schema_: Literal["lineinspect.model/1"] = Field(
         "lineinspect.model/1", alias="schema", description="Card format version."
@@ -72,10 +74,18 @@ class ModelCard(BaseModel):
     input: InputSpec = Field(..., description="Input tensor: size, layout, colours, normalisation.")
     labels: list[str] = Field(
         default_factory=list,
-        description="Class names by output index. For yolo, read from the ONNX metadata when empty.",
+        description="Class names by output index. yolo and classification: read from the ONNX metadata "
+        "(Ultralytics `names`) when empty; when both are there they must agree.",
     )
     background_class: str | None = Field(
-        None, description="segmentation/classification: the class that means 'no defect' (e.g. good)."
+        None,
+        description="segmentation/classification: the class that means 'no defect' (e.g. good). classification: "
+        "default a label named like good (good, ok, pass, normal, no_defect).",
+    )
+    defect_classes: list[str] | None = Field(
+        None,
+        description="classification: the classes that fail a part (a top class outside them passes it). "
+        "Needed when no class means good; absent: every class but the background class.",
     )
     thresholds: dict[str, float] = Field(
         default_factory=dict,
@@ -101,8 +111,12 @@ class ModelCard(BaseModel):
     def _adapter_needs(self) -> ModelCard:
         if self.adapter == "anomaly" and self.anomaly is None:
             raise ValueError("an anomaly model card needs an 'anomaly' section (thresholds)")
-        if self.adapter in ("segmentation", "classification") and not self.labels:
-            raise ValueError(f"a {self.adapter} model card needs 'labels'")
+        if self.adapter == "segmentation" and not self.labels:
+            raise ValueError("a segmentation model card needs 'labels'")
+        if self.defect_classes and self.adapter != "classification":
+            raise ValueError(f"defect_classes is for classification models; this card's adapter is {self.adapter}")
+        if self.background_class is not None and self.background_class in (self.defect_classes or []):
+            raise ValueError(f"background_class '{self.background_class}' cannot also be in defect_classes")
         n = self.input.channels
         for key in ("mean", "std"):
             values = getattr(self.input, key)
@@ -114,6 +128,12 @@ class ModelCard(BaseModel):
 
     def threshold_for(self, class_name: str, default: float = 0.5) -> float:
         return self.thresholds.get(class_name, self.thresholds.get("*", default))
+
+
+def model_card_schema() -> dict[str, Any]:
+    """The JSON Schema of model.yaml, from the card's own definition (every field described)."""
+    schema: dict[str, Any] = ModelCard.model_json_schema(by_alias=True)
+    return schema
 
 
 def file_sha256(path: Path) -> str:
@@ -133,8 +153,14 @@ def load_card(model_dir: Path) -> ModelCard:
     return validate_mapping(ModelCard, raw, str(path), ModelError, "model card", expected="card fields")
 
 
+def card_yaml(card: ModelCard) -> str:
+    """The card as model.yaml holds it."""
+    data = card.model_dump(mode="json", by_alias=True, exclude_none=True)
+    text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return text
+
+
 def write_card(card: ModelCard, model_dir: Path) -> Path:
     path = model_dir / CARD_FILE
-    data = card.model_dump(mode="json", by_alias=True, exclude_none=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(card_yaml(card), encoding="utf-8")
     return path

@@ -180,12 +180,12 @@ class FrameBaseline(BaseModel):
     measured_width_px: int = Field(..., gt=0, description="Resolution measured at: the model input width.")
     measured_height_px: int = Field(..., gt=0, description="Resolution measured at: the model input height.")
     frame_sizes: list[str] = Field(default_factory=list, description="Frame sizes seen (WxH).")
-    mean_level: MeasureSpread
-    dark_share: MeasureSpread
-    bright_share: MeasureSpread
-    contrast: MeasureSpread
-    focus: MeasureSpread
-    noise: MeasureSpread
+    mean_level: MeasureSpread = Field(..., description="Mean grey level (0–255) of the good frames.")
+    dark_share: MeasureSpread = Field(..., description="Share (0–1) of near-black pixels in the good frames.")
+    bright_share: MeasureSpread = Field(..., description="Share (0–1) of near-saturated pixels in the good frames.")
+    contrast: MeasureSpread = Field(..., description="Standard deviation of the grey levels of the good frames.")
+    focus: MeasureSpread = Field(..., description="Variance of the Laplacian (sharpness) of the good frames.")
+    noise: MeasureSpread = Field(..., description="Estimated sensor-noise sigma (grey levels) of the good frames.")
 
     def spread(self, measure: str) -> MeasureSpread:
         spread: MeasureSpread = getattr(self, measure)

@@ -132,10 +132,10 @@ def retune(model: Model, good_folder: Path, target_false_reject: float, *, min_i
             update={"map_output": card.anomaly.map_output, "score_output": card.anomaly.score_output}
         )
     elif card.adapter in ("segmentation", "classification"):
-        old = lowest_defect_threshold(card)
+        old = lowest_defect_threshold(card, model.labels)
         if not 0.0 <= level <= 1.0:
             raise RetuneError(f"{model.path}: the good images score {level:.4g}, outside 0-1; check the model")
-        card.thresholds = {**card.thresholds, **dict.fromkeys(defect_labels(card), level)}
+        card.thresholds = {**card.thresholds, **dict.fromkeys(defect_labels(card, model.labels), level)}
     else:
         raise RetuneError(
             f"{model.path}: a {card.adapter} model's thresholds are per detection, not per image; "

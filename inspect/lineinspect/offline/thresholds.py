@@ -27,6 +27,7 @@ import statistics
 
 import numpy as np
 
+from lineinspect.core.adapters.classification import good_like_label
 from lineinspect.core.modelcard import AnomalyCalibration, ModelCard
 from lineinspect.errors import LineinspectError
 
@@ -146,11 +147,21 @@ def unresolved_target_note(target_false_reject: float, images: int, what: str = 
     )
 
 
-def defect_labels(card: ModelCard) -> list[str]:
-    """Segmentation/classification cards: the labels that are defects (all but the background class)."""
-    return [name for name in card.labels if name != card.background_class]
+def defect_labels(card: ModelCard, labels: list[str] | None = None) -> list[str]:
+    """Segmentation/classification cards: the labels that are defects (the card's `defect_classes`, else all
+    but the background class, as the adapters read them). labels: the model's (`Model.labels`, which include
+    names from the export's metadata) where the card lists none."""
+    if card.defect_classes:
+        return list(card.defect_classes)
+    names = card.labels or labels or []
+    background = card.background_class
+    if background is None and card.adapter == "classification":
+        background = good_like_label(names)
+    elif background is None:
+        background = names[0] if names else None  # segmentation: the first class is the background
+    return [name for name in names if name != background]
 
 
-def lowest_defect_threshold(card: ModelCard) -> float:
+def lowest_defect_threshold(card: ModelCard, labels: list[str] | None = None) -> float:
     """Segmentation/classification cards: the 0–1 image score at or above which some defect class rejects."""
-    return min((card.threshold_for(name) for name in defect_labels(card)), default=card.threshold_for("*"))
+    return min((card.threshold_for(name) for name in defect_labels(card, labels)), default=card.threshold_for("*"))

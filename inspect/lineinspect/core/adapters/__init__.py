@@ -19,4 +19,4 @@ def make_adapter(card: ModelCard, output_names: list[str], metadata: dict[str, s
         return SegmentationAdapter(card, output_names)
     if card.adapter == "yolo":
         return YoloAdapter(card, output_names, metadata)
-    return ClassificationAdapter(card, output_names)
+    return ClassificationAdapter(card, output_names, metadata)

@@ -63,18 +63,32 @@ class AnomalyAdapter:
         else:
             score = float(defect_map.max()) if defect_map is not None else 0.0
 
+        note = None
+        threshold = self.pixel_threshold
         if defect_map is not None:
-            defects = defects_from_mask(defect_map >= self.pixel_threshold, defect_map, self.class_name)
-            if not defects and score >= self.pixel_threshold:
+            defects = defects_from_mask(defect_map >= threshold, defect_map, self.class_name)
+            if not defects and score >= threshold:
                 # The image score says defective though no pixel reaches the pixel threshold (a
                 # model with an image head, or a pooled score): the part must still fail.
                 defects = [_at_peak(defect_map, score, self.class_name, geometry)]
-        elif score >= self.pixel_threshold:
+                note = (
+                    f"image score {score:.2f} ≥ {threshold:g} though no anomaly-map pixel reaches {threshold:g} "
+                    f"(map peak {float(defect_map.max()):.2f}): the defect is placed at the map's hottest region"
+                )
+            elif defects and score < threshold:
+                # The map decides: a local defect can be too small to lift the image score.
+                note = (
+                    f"image score {score:.2f} < {threshold:g}, but the anomaly map reaches "
+                    f"{max(d.score for d in defects):.2f} ≥ {threshold:g} in {len(defects)} "
+                    f"region{'s' if len(defects) > 1 else ''}: the map decides"
+                )
+        elif score >= threshold:
             box = Box(0.0, 0.0, float(geometry.image_width), float(geometry.image_height))
             defects = [Defect.from_box(self.class_name, score, box)]
+            note = f"image score {score:.2f} ≥ {threshold:g} (the model gives no anomaly map): the whole image"
         else:
             defects = []
-        return ModelOutput(score, defects, defect_map, raw_score=raw_score, raw_map=raw_map)
+        return ModelOutput(score, defects, defect_map, raw_score=raw_score, raw_map=raw_map, note=note)
 
 
 def _at_peak(defect_map: np.ndarray, score: float, class_name: str, geometry: Geometry) -> Defect:

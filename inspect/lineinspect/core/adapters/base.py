@@ -28,6 +28,9 @@ class ModelOutput:
     # the adapter normalises and clips; None where `score`/`defect_map` already rank fully.
     raw_score: float | None = None
     raw_map: np.ndarray | None = None
+    # What the result's reason must add so the verdict reads right beside `score`, e.g. "the anomaly
+    # map reaches 0.62 though the image score 0.44 is under 0.5"; None when the findings say it all.
+    note: str | None = None
 
 
 class Adapter(Protocol):

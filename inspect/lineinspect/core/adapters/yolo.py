@@ -1,9 +1,12 @@
-"""Ultralytics YOLO exports (detect and segment) and the YOLOv5 layout.
+"""Ultralytics YOLO exports (detect, segment, OBB, pose) and the YOLOv5 layout.
 
 - detect:  output0 [1, 4+nc, A]: cx, cy, w, h in input pixels, then class scores
   (no objectness).
 - segment: output0 [1, 4+nc+32, A] (32 mask coefficients after the scores) and
   output1 [1, 32, H/4, W/4] mask prototypes.
+- obb:     output0 [1, 4+nc+1, A]: the rotation angle (radians) last; a defect's box is the
+  upright box around the rotated one.
+- pose:    output0 [1, 4+nc+K*D, A] (kpt_shape [K, D] in the metadata); keypoints are not read.
 - YOLOv5:  [1, N, 5+nc]: cx, cy, w, h, objectness, class scores.
 
 Class names, image size and task come from the ONNX metadata_props that
@@ -13,12 +16,11 @@ the card lists labels. Letterboxing is undone so boxes land on the original imag
 
 from __future__ import annotations
 
-import ast
-
 import cv2
 import numpy as np
 
 from lineinspect.core.adapters.base import AdapterError, ModelOutput, sigmoid
+from lineinspect.core.adapters.export_metadata import model_labels, parse_metadata
 from lineinspect.core.defects import Box, Defect
 from lineinspect.core.modelcard import ModelCard
 from lineinspect.core.preprocess import Geometry
@@ -27,28 +29,25 @@ MASK_DIM = 32
 MAX_DETECTIONS = 300
 
 
-def parse_metadata(metadata: dict[str, str]) -> dict[str, object]:
-    """Ultralytics metadata_props → python values (names as a list, imgsz as [h, w])."""
-    parsed: dict[str, object] = {}
-    for key in ("names", "imgsz", "task", "stride"):
-        if key not in metadata:
-            continue
-        try:
-            parsed[key] = ast.literal_eval(metadata[key])
-        except (ValueError, SyntaxError):
-            parsed[key] = metadata[key]
-    names = parsed.get("names")
-    if isinstance(names, dict):
-        parsed["names"] = [str(names[k]) for k in sorted(names)]
-    return parsed
+def extra_columns(task: str, kpt_shape: object) -> int:
+    """Columns after the class scores in output0 for an Ultralytics task (detect 0, segment 32, obb 1, pose K*D)."""
+    if task == "segment":
+        return MASK_DIM
+    if task == "obb":
+        return 1
+    if task == "pose":
+        if isinstance(kpt_shape, list | tuple) and len(kpt_shape) == 2:
+            return int(kpt_shape[0]) * int(kpt_shape[1])
+        return 17 * 3  # Ultralytics' default (COCO keypoints, x y visibility)
+    return 0
 
 
 class YoloAdapter:
     def __init__(self, card: ModelCard, output_names: list[str], metadata: dict[str, str]) -> None:
         self.card = card
         meta = parse_metadata(metadata)
-        names = card.labels or meta.get("names")
-        if not isinstance(names, list) or not names:
+        names = model_labels(card.labels, metadata, "yolo")
+        if not names:
             raise AdapterError(
                 "yolo adapter: no class names: list 'labels' in the card or export with Ultralytics "
                 "(which writes 'names' into the ONNX metadata)"
@@ -62,6 +61,12 @@ class YoloAdapter:
                 f"model was exported at imgsz {list(exported)} (height, width); fix input.width/height"
             )
         self.task = str(meta.get("task", "segment" if len(output_names) > 1 else "detect"))
+        if self.task not in ("detect", "segment", "obb", "pose"):
+            raise AdapterError(
+                f"yolo adapter: the model's metadata says task '{self.task}'; the yolo adapter reads detect, segment, "
+                "obb and pose exports (a classify export takes adapter: classification)"
+            )
+        self.extra = extra_columns(self.task, meta.get("kpt_shape"))
         self.output = output_names[0]
         self.protos = output_names[1] if len(output_names) > 1 else None
         self.min_score = min([card.threshold_for(n, 0.25) for n in self.labels])
@@ -73,17 +78,20 @@ class YoloAdapter:
         pred = pred[0]
         nc = len(self.labels)
         coeffs = None
-        if pred.shape[0] in (4 + nc, 4 + nc + MASK_DIM) and pred.shape[1] != 5 + nc:
-            rows = pred.T  # (A, 4+nc[+32])
+        if pred.shape[0] in (4 + nc, 4 + nc + MASK_DIM, 4 + nc + self.extra) and pred.shape[1] != 5 + nc:
+            rows = pred.T  # (A, 4+nc[+extra])
             xywh, scores = rows[:, :4], rows[:, 4 : 4 + nc]
-            if rows.shape[1] == 4 + nc + MASK_DIM:
+            if self.task == "obb" and rows.shape[1] == 4 + nc + 1:
+                xywh = _upright(xywh, rows[:, 4 + nc])
+            elif rows.shape[1] == 4 + nc + MASK_DIM and self.task != "pose":
                 coeffs = rows[:, 4 + nc :]
         elif pred.shape[1] == 5 + nc:
             xywh, scores = pred[:, :4], pred[:, 5 : 5 + nc] * pred[:, 4:5]
         else:
             raise AdapterError(
                 f"yolo adapter: output '{self.output}' has shape [1, {pred.shape[0]}, {pred.shape[1]}], "
-                f"which fits neither [1, 4+{nc}(+32), A] nor [1, N, 5+{nc}] for {nc} classes"
+                f"which fits neither [1, 4+{nc}(+{self.extra or 32}), A] nor [1, N, 5+{nc}] for {nc} classes "
+                f"(task {self.task})"
             )
         class_ids = scores.argmax(axis=1)
         conf = scores[np.arange(len(scores)), class_ids]
@@ -114,6 +122,13 @@ class YoloAdapter:
             else:
                 defects.append(_masked_defect(name, score, box, masks_in[k], geometry))
         return ModelOutput(score=best, defects=defects)
+
+
+def _upright(xywh: np.ndarray, angle_rad: np.ndarray) -> np.ndarray:
+    """Rotated boxes (A, 4) cx, cy, w, h with angles (A,) in radians → the upright boxes around them (A, 4)."""
+    cos, sin = np.abs(np.cos(angle_rad)), np.abs(np.sin(angle_rad))
+    w, h = xywh[:, 2], xywh[:, 3]
+    return np.stack([xywh[:, 0], xywh[:, 1], w * cos + h * sin, w * sin + h * cos], axis=1)
 
 
 def _nms_per_class(xyxy: np.ndarray, conf: np.ndarray, class_ids: np.ndarray, iou: float) -> list[int]:
