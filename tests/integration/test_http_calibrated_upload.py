@@ -94,7 +94,9 @@ def test_upload_without_camera_says_sizes_are_px_only(client: TestClient) -> Non
     assert_valid(payload)
     assert payload["calibration_id"] is None and payload["measurements"]["mm_per_px"] is None
     assert payload["defects"][0]["length_mm"] is None
-    assert payload["reason"].endswith("; sizes in px only: no camera named")
+    assert payload["reason"].endswith(
+        "; sizes in px only: no camera named (upload with camera=ID of a calibrated camera to measure in mm)"
+    )
 
 
 @pytest.mark.parametrize("where", ["query", "form"])

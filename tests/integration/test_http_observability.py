@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,16 @@ from lineinspect.http.routes.results import results_router
 from lineinspect.http.routes.status import status_router
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.results_store import ResultStore
-from lineinspect.line.status import MODE_LINE, OfflineStatus, OutboxStatus, StationInfo, StationStatus
+from lineinspect.line.status import (
+    MODE_LINE,
+    CameraHealthStatus,
+    HealthSample,
+    OfflineStatus,
+    OutboxStatus,
+    RejectStatus,
+    StationInfo,
+    StationStatus,
+)
 from tests.helpers.chromium import needs_chromium, rendered_dom, serving
 from tests.helpers.line_results import STATION_PATH, T0, finding, line_result
 from tests.helpers.station_dir import bad_part, encode, good_part, write_station
@@ -232,9 +241,10 @@ def test_dashboard_is_served_and_needs_nothing_from_the_internet(observed: Obser
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "Live verdicts" in response.text and "Defect Pareto" in response.text
-    # No CDN, web font or remote script: the station has no internet.
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", response.text)
-    assert "http://" not in response.text and "https://" not in response.text
+    # No CDN, web font or remote script: the station has no internet. (The SVG namespace is a name, never fetched.)
+    page = response.text.replace('"http://www.w3.org/2000/svg"', "")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "http://" not in page and "https://" not in page
     root = observed.client.get("/", follow_redirects=False)
     assert root.status_code == 307 and root.headers["location"] == "/dashboard"
 
@@ -269,6 +279,87 @@ def test_dashboard_renders_the_stored_verdicts_in_a_real_browser(
     assert 'id="yield">66.7 %<' in dom
     banner = re.search(r'<div id="banner"[^>]*>([^<]*)</div>', dom)
     assert banner is not None and banner.group(1) == "", banner
+
+
+def health_status(now: datetime) -> StationStatus:
+    """A line with a dry-run reject station, cam1 drifting out of focus (a warning), cam2 seeing implausible frames."""
+    samples = tuple(
+        HealthSample(
+            now - timedelta(seconds=30 - n),
+            {"focus": 1200.0 - 15 * n, "mean_level": 100.0, "contrast": 40.0 + (n % 3), "noise": 2.0},
+        )
+        for n in range(30)
+    )
+    baseline = {"focus": 1200.0, "mean_level": 100.0, "contrast": 40.0, "noise": 2.0}
+    drifting = CameraHealthStatus(
+        camera_id="cam1",
+        frames=30,
+        implausible_total=0,
+        implausible_in_row=0,
+        implausible_alarm=False,
+        drift_alarm=True,
+        drift_warn_share=0.25,
+        averages={"focus": 830.0, "mean_level": 100.0, "contrast": 41.0, "noise": 2.0},
+        baseline=baseline,
+        drift_shares={"focus": -0.3083, "mean_level": 0.0, "contrast": 0.025, "noise": 0.0},
+        history=samples,
+    )
+    blind = replace(
+        drifting,
+        camera_id="cam2",
+        implausible_total=4,
+        implausible_in_row=4,
+        implausible_alarm=True,
+        drift_alarm=False,
+        drift_shares={},
+        history=samples[:5],
+    )
+    return StationStatus(
+        station=StationInfo("s1", STATION_PATH, "running", MODE_LINE, now),
+        outbox=OutboxStatus(depth=0, alarm=False),
+        reject=RejectStatus({"fired": 3, "missed": 0, "late": 0, "errors": 0}, (), backend="dry_run", mode="timed"),
+        counts={"pass": 3, "fail": 0, "undecided": 0, "skipped": 0, "late": 0, "outbox_refused": 0},
+        camera_health=(drifting, blind),
+    )
+
+
+@needs_chromium
+def test_dashboard_shows_camera_health_trends_and_a_dry_run_reject_in_a_real_browser(
+    inspector: Inspector, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    status = health_status(now)
+    store = ResultStore(":memory:", retain_rows=100)
+    # A folder camera's part without a part id: the page names it by its file name, not the server's path.
+    store.add(replace(line_result(decided_at=now), image_source="/srv/station/sample_images/good/part007.png"))
+    app = create_app(
+        inspector,
+        HttpSection(),
+        station_path=STATION_PATH,
+        routers=[results_router(store), status_router(lambda: status), dashboard_router()],
+    )
+    try:
+        with serving(app) as url:
+            dom = rendered_dom(f"{url}/dashboard", tmp_path / "profile", expect="<tbody>")
+    finally:
+        store.close()
+    ticker = dom.split('id="ticker"', 1)[1].split("</table>", 1)[0]
+    assert "<td>part007.png</td>" in ticker and "/srv/station" not in ticker
+    reject = re.search(r'<tr id="reject-health"><td>reject</td><td class="(\w+)">([^<]*)</td><td>([^<]*)</td>', dom)
+    assert reject is not None and reject.groups()[:2] == ("warn", "dry run"), reject
+    assert reject.group(3).startswith("switches nothing")
+
+    section = dom.split('id="camera-health"', 1)[1]
+    cam1, cam2 = section.split('data-camera="cam1"', 1)[1].split('data-camera="cam2"', 1)
+    assert '<div class="cam state-warn"' in section and "warning: drifting from its taught baseline" in cam1
+    focus = cam1.split('data-measure="focus"', 1)[1].split("</tr>", 1)[0]
+    assert focus.startswith(' data-drift="warn"') and "drift -31 %" in focus
+    points = re.search(r'<polyline points="([^"]+)" class="trend warn">', focus)
+    assert points is not None and len(points.group(1).split()) == 30  # one point per sample in the history
+    assert 'class="band"' in focus and 'class="baseline"' in focus  # the taught baseline and its ±25 % band
+    contrast = cam1.split('data-measure="contrast"', 1)[1].split("</tr>", 1)[0]
+    assert contrast.startswith(' data-drift="ok"') and "drift +3 %" in contrast
+    assert '<div class="cam state-alarm"' in dom and "ALARM: 4 implausible frames in a row" in cam2
 
 
 # --- lineinspect serve -----------------------------------------------------------------------

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from lineinspect.core.part import PartRef
 from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.station import Station
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.small_disk import fill, small_disk
-from tests.helpers.station_runtime import running_station, subscribed, write_line_station
+from tests.helpers.station_runtime import DRY_RUN_REJECT, running_station, subscribed, write_line_station
 from tests.helpers.subscriber import Subscriber
 from tests.helpers.waiting import wait_for
 
@@ -103,3 +105,25 @@ def test_a_full_disk_makes_parts_undecided_and_an_alarm_that_clears_when_there_i
         assert ("outbox_refused", True) in alarm_events(sub) and ("outbox_refused", False) in alarm_events(sub)
         retained = [json.loads(m.payload) for m in sub.received("/lineinspect/teststation/status")]
         assert any(s["state"] == "alarm" for s in retained)
+
+
+def test_a_passing_deadline_miss_clears_itself_and_the_retained_status(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    write_line_station(tmp_path, mosquitto.port, parts="gb", reject={**DRY_RUN_REJECT, "deadline_clear_after_parts": 3})
+    with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
+        tracker = station.tracker
+        assert tracker is not None
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
+        # A part announced two seconds after its trigger (a stalled host): its pulse is due long before now.
+        tracker.part_entered(PartRef("cam1", 9_999, time.monotonic_ns() - 2_000_000_000))
+        wait_for(lambda: "deadline_missed" in active(station), 5, "deadline_missed raised")
+        wait_for(lambda: retained_status(mosquitto.port)["state"] == "alarm", 5, "retained status alarm")
+        for _ in range(3):  # three parts on time, pulsed or let pass, at the line's part spacing
+            station.trigger("cam1")
+            time.sleep(0.5)
+        wait_for(lambda: tracker.counters.snapshot()["parts_tracked"] == 4, 5, "3 parts tracked")
+        wait_for(lambda: "deadline_missed" not in active(station), 10, "deadline_missed cleared")
+        assert "deadline_missed" not in metric_alarms(station)
+        wait_for(lambda: retained_status(mosquitto.port)["state"] == "online", 10, "retained status online")
+        assert retained_status(mosquitto.port)["alarms"] == []
+        sub.wait_until(lambda: ("deadline_missed", False) in alarm_events(sub), 5, "cleared on MQTT")
+    assert alarm_events(sub) == [("deadline_missed", True), ("deadline_missed", False)]  # the history

@@ -85,6 +85,8 @@ def test_reject_dry_run_fires_for_failed_and_undecided_parts_only(tmp_path: Path
         wait_for(lambda: tracker.counters.snapshot()["parts_tracked"] == 4, 2, "4 parts tracked")
         wait_for(lambda: tracker.counters.snapshot()["fired"] + tracker.counters.snapshot()["passed"] == 4, 3, "done")
         counters = tracker.counters.snapshot()
+        reject = station.status().to_payload()["reject"]
+    assert (reject["backend"], reject["mode"]) == ("dry_run", "timed")  # the dashboard says "dry run"
     verdicts = [r.verdict.value for r in sink.results]
     assert verdicts == ["pass", "fail", "pass", "undecided"]
     assert "not inspected: camera" in sink.results[3].reason

@@ -106,6 +106,8 @@ def station_status(*, outbox_depth: int = 12, outbox_alarm: bool = True) -> Stat
         reject=RejectStatus(
             {"fired": 9, "missed": 1, "late": 2, "errors": 0, "undecided_rejected": 7},
             (Alarm(AlarmKind.BIN_FULL, "bin full"),),
+            backend="modbus",
+            mode="timed",
         ),
         alarms=(
             StationAlarm("reject", "bin_full", "bin full"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import threading
 import time
@@ -293,7 +294,12 @@ class Rig:
         self.schedule = Schedule()
         self.parts = InFlight(capacity=s.max_parts_in_flight)
         self.latch = AlarmLatch(
-            self.actuator, self.audit, self.counters, on_alarm=on_alarm or self.alarms.append, stop_line=s.stop_line
+            self.actuator,
+            self.audit,
+            self.counters,
+            on_alarm=on_alarm or self.alarms.append,
+            stop_line=s.stop_line,
+            deadline_clear_after_parts=s.deadline_clear_after_parts,
         )
         ctx = TrackerContext(s, self.actuator, self.schedule, self.parts, self.latch, self.audit, self.counters)
         self.inputs = InputWatch(ctx)
@@ -407,6 +413,38 @@ def test_pulse_started_more_than_half_a_width_late_raises_deadline_alarm() -> No
     assert [a.kind for a in rig.alarms] == [AlarmKind.DEADLINE_MISSED]
     assert re.search(r"part 1 started \d+\.\d ms late", rig.alarms[0].message) and rig.alarms[0].result_id == "r-1"
     assert rig.counters.snapshot()["missed"] == 1
+
+
+def test_deadline_missed_clears_itself_after_enough_parts_in_a_row_on_time() -> None:
+    rig = Rig(settings(deadline_clear_after_parts=3))
+    rig.timed.decide(rig.part(1, Verdict.FAIL), time.monotonic_ns() - 6 * MS_NS)  # 6 ms late: missed
+    rig.run_schedule()
+    for n, verdict in ((2, Verdict.FAIL), (3, Verdict.PASS)):  # two on time: not yet
+        rig.timed.decide(rig.part(n, verdict), time.monotonic_ns())
+        rig.run_schedule()
+    assert [a.kind for a in rig.latch.active] == [AlarmKind.DEADLINE_MISSED]
+    rig.timed.decide(rig.part(4, Verdict.FAIL), time.monotonic_ns() - 6 * MS_NS)  # late again: counting restarts
+    rig.run_schedule()
+    for n in (5, 6):
+        rig.timed.decide(rig.part(n, Verdict.PASS), time.monotonic_ns())
+    assert [a.kind for a in rig.latch.active] == [AlarmKind.DEADLINE_MISSED]
+    rig.timed.decide(rig.part(7, Verdict.PASS), time.monotonic_ns())
+    assert rig.latch.active == []
+    assert [(a.kind, a.active) for a in rig.alarms] == [
+        (AlarmKind.DEADLINE_MISSED, True),
+        (AlarmKind.DEADLINE_MISSED, True),
+        (AlarmKind.DEADLINE_MISSED, False),
+    ]
+    assert rig.alarms[-1].message == "the last 3 parts were on time (reject.deadline_clear_after_parts)"
+
+
+def test_plc_deadline_missed_clears_after_verdicts_written_in_time() -> None:
+    rig = Rig(plc_settings(deadline_clear_after_parts=2))
+    rig.plc.decide(rig.part(1, Verdict.PASS, trigger_ns=time.monotonic_ns() - 100 * MS_NS), time.monotonic_ns())
+    rig.plc.decide(rig.part(2, Verdict.PASS), time.monotonic_ns())
+    assert [a.kind for a in rig.latch.active] == [AlarmKind.DEADLINE_MISSED]
+    rig.plc.decide(rig.part(3, Verdict.FAIL), time.monotonic_ns())
+    assert rig.latch.active == [] and [a.active for a in rig.alarms] == [True, False]
 
 
 def test_refused_ejector_is_a_missed_reject_with_an_actuator_alarm() -> None:
@@ -530,3 +568,62 @@ def test_handshake_with_missing_ack_raises_alarm_and_drops_result_valid() -> Non
     assert [a.kind for a in rig.alarms] == [AlarmKind.ACK_MISSING] and rig.alarms[0].result_id == "r-1"
     assert rig.audit.events() == ["write", "miss", "alarm"]
     assert rig.counters.snapshot()["acks_missing"] == 1
+
+
+# --- the dry-run actuator's log ---------------------------------------------------------------------------
+
+
+class SteppedClock:
+    """A monotonic clock in seconds that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def dry_run_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.endswith("reject.dryrun") and r.levelno == level]
+
+
+def test_dry_run_logs_one_summary_a_minute_at_info_and_each_action_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="lineinspect.line.reject.dryrun")
+    clock, counters = SteppedClock(), RejectCounters()
+    actuator = DryRunActuator(counters=counters, monotonic_s=clock)
+    tracker = RejectTracker(settings(), actuator, AuditTrail(tmp_path), counters=counters)
+    tracker.start()
+    try:
+        for n, verdict in ((1, Verdict.FAIL), (2, Verdict.UNDECIDED), (3, Verdict.PASS), (4, Verdict.FAIL)):
+            tracker.part_entered(part_ref(n))
+            tracker.verdict_ready(n, f"r-{n}", verdict)
+            time.sleep(0.05)  # one pulse (10 ms) at a time: none merge
+        wait_for(lambda: len(dry_run_lines(caplog, logging.DEBUG)) == 1 + 6, what="three pulses on and off")
+        assert len(dry_run_lines(caplog, logging.INFO)) == 1  # only the start-up line so far
+        clock.now_s += 61
+        tracker.part_entered(part_ref(5))
+        tracker.verdict_ready(5, "r-5", Verdict.FAIL)
+        wait_for(lambda: len(dry_run_lines(caplog, logging.INFO)) == 2, what="the minute's summary")
+    finally:
+        tracker.close()
+    start, minute, at_close = dry_run_lines(caplog, logging.INFO)
+    assert "switching nothing" in start
+    assert minute == (
+        "reject dry-run, last 61 s: would have rejected 3 parts (1 of them undecided); passed 1; ejector pulses 3"
+    )
+    assert at_close.endswith("would have rejected 1 parts (0 of them undecided); ejector pulses 1")
+    assert len(dry_run_lines(caplog, logging.DEBUG)) == 1 + 8  # check_reachable, then every switch
+
+
+def test_dry_run_summary_counts_the_verdicts_it_would_have_written(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="lineinspect.line.reject.dryrun")
+    actuator = DryRunActuator(monotonic_s=SteppedClock())
+    for code in (VerdictCode.FAIL, VerdictCode.PASS, VerdictCode.PASS, VerdictCode.UNDECIDED):
+        actuator.write_verdict(code, 1)
+    assert dry_run_lines(caplog, logging.INFO) == []
+    actuator.close()
+    assert dry_run_lines(caplog, logging.INFO) == [
+        "reject dry-run, last 0 s: verdicts written: fail 1, pass 2, undecided 1"
+    ]

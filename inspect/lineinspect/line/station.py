@@ -579,7 +579,14 @@ class Station:
             cameras=tuple(sup.status() for sup in self.supervisors.values()),
             broker=BrokerStatus(host, port, self.broker is not None, stats),
             outbox=OutboxStatus(stats.outbox_depth, stats.outbox_alarm),
-            reject=None if tracker is None else RejectStatus(tracker.counters.snapshot(), tuple(tracker.active_alarms)),
+            reject=None
+            if tracker is None
+            else RejectStatus(
+                tracker.counters.snapshot(),
+                tuple(tracker.active_alarms),
+                backend=tracker.settings.backend.type,
+                mode=tracker.settings.mode.value,
+            ),
             alarms=tuple(self.events.active_alarms),
             counts=self.counts.snapshot(),
             archive=None if self.archive is None else self.archive.status(),

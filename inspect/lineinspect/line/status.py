@@ -105,9 +105,16 @@ class OutboxStatus:
 class RejectStatus:
     counters: dict[str, int]
     alarms: tuple[Alarm, ...]
+    backend: str  # reject.backend.type: dry_run (switches nothing), modbus, opcua, neuron
+    mode: str  # reject.mode: timed or verdict_to_plc
 
     def to_payload(self) -> dict[str, Any]:
-        return {"counters": dict(self.counters), "alarms": [a.to_payload() for a in self.alarms]}
+        return {
+            "backend": self.backend,
+            "mode": self.mode,
+            "counters": dict(self.counters),
+            "alarms": [a.to_payload() for a in self.alarms],
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,11 @@ until its condition clears or the operator resets, and handed to `on_alarm`
 (the runtime publishes it). With `stop_line`, the first alarm switches the
 stop-line output on; it stays on until `reset()`, whatever clears meanwhile.
 A failed output write becomes an ACTUATOR_ERROR alarm (`switch`).
+
+DEADLINE_MISSED is a passing condition (a loaded host, a slow gateway): it
+clears itself once `deadline_clear_after_parts` parts in a row were on time
+(`deadline_missed` / `deadline_met`), so the station's status shows the
+present, and the raise and the clear stay in the alarm history.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class AlarmLatch:
         *,
         on_alarm: AlarmSink | None = None,
         stop_line: bool = False,
+        deadline_clear_after_parts: int,
     ) -> None:
         self._actuator = actuator
         self._audit = audit
@@ -40,6 +46,8 @@ class AlarmLatch:
         self._stop_line_on = False
         self._lock = threading.Lock()
         self._active: dict[AlarmKind, Alarm] = {}
+        self._deadline_clear_after_parts = deadline_clear_after_parts
+        self._on_time_in_row = 0  # parts on time since the last deadline_missed; scheduler thread only
 
     @property
     def active(self) -> list[Alarm]:
@@ -52,6 +60,24 @@ class AlarmLatch:
         """Scheduler thread: announce the alarm and latch the stop-line output on."""
         self.announce(kind, message, part=part, part_number=part_number)
         self.latch_stop_line()
+
+    def deadline_missed(self, message: str, *, part: TrackedPart) -> None:
+        """Scheduler thread: an actuation came too late for its part; the count of parts on time starts again."""
+        self._on_time_in_row = 0
+        self.alarm(AlarmKind.DEADLINE_MISSED, message, part=part)
+
+    def deadline_met(self) -> None:
+        """Scheduler thread: a part was decided and actuated in time; enough in a row clear DEADLINE_MISSED."""
+        with self._lock:
+            if AlarmKind.DEADLINE_MISSED not in self._active:
+                return
+        self._on_time_in_row += 1
+        if self._on_time_in_row >= self._deadline_clear_after_parts:
+            self._on_time_in_row = 0
+            self.clear(
+                AlarmKind.DEADLINE_MISSED,
+                f"the last {self._deadline_clear_after_parts} parts were on time (reject.deadline_clear_after_parts)",
+            )
 
     def clear(self, kind: AlarmKind, message: str) -> None:
         """The condition behind `kind` went away (bin emptied, air back); the stop line stays as it is."""

@@ -4,7 +4,7 @@ A verdict is written (code + part number) as soon as it arrives; a part
 without a verdict at trigger + `inspection_budget_ms` gets the undecided code
 (pass when `reject_undecided` is false). A write after trigger +
 `plc_deadline_ms` is counted as missed and raised as DEADLINE_MISSED: the PLC
-may have decided without it.
+may have decided without it. Enough writes in a row in time clear it (AlarmLatch).
 
 Handshake (`handshake.enabled`): result-valid goes on after the verdict. With
 an ack input mapped the scheduler then reads the ack every `ack_poll_ms` for
@@ -77,10 +77,11 @@ class PlcVerdicts:
                 detail=f"verdict code {int(code)}" + (" (late: undecided)" if part.verdict is None else ""),
             )
         )
-        if actual > deadline_ns:
+        if actual <= deadline_ns:
+            self._ctx.alarms.deadline_met()
+        else:
             self._ctx.counters.add("missed")
-            self._ctx.alarms.alarm(
-                AlarmKind.DEADLINE_MISSED,
+            self._ctx.alarms.deadline_missed(
                 f"verdict for part {part.part_number} written {late_ms:.1f} ms after "
                 f"reject.plc_deadline_ms {plc_deadline_ms:g}; the PLC may have decided without it",
                 part=part,

@@ -277,6 +277,12 @@ class RejectSettings(BaseModel):
     stop_line: bool = Field(
         False, description="Switch the backend's stop-line output on at the first alarm (latched until reset)."
     )
+    deadline_clear_after_parts: int = Field(
+        20,
+        gt=0,
+        description="A deadline_missed alarm clears itself once this many parts in a row were decided and actuated "
+        "on time (a stop-line output stays latched until reset).",
+    )
     max_parts_in_flight: int = Field(
         256, gt=0, description="Parts tracked between camera and ejector; more raises an alarm."
     )

@@ -9,7 +9,9 @@ A pulse keeps the ejector output on for `pulse_width_ms`. Two rejects closer
 than that (possible only when parts come faster than the configured spacing)
 *merge*: the output stays on until the later pulse's end, so both parts are
 hit (`pulses_merged`). A pulse that starts later than half its width most
-likely missed its part: counted as missed and raised as DEADLINE_MISSED.
+likely missed its part: counted as missed and raised as DEADLINE_MISSED. A
+part decided within half a pulse width of its due time (pulsed or let pass)
+is on time; enough of them in a row clear the alarm (AlarmLatch).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import time
 from lineinspect.core.part import PartRef
 from lineinspect.core.result import Verdict
 from lineinspect.line.reject.actuator import Output
-from lineinspect.line.reject.alarms import AlarmKind
 from lineinspect.line.reject.audit import AuditEvent
 from lineinspect.line.reject.context import TrackerContext
 from lineinspect.line.reject.inputs import InputWatch
@@ -53,6 +54,8 @@ class TimedEjection:
         verdict = part.verdict
         reject = verdict is Verdict.FAIL or (verdict is not Verdict.PASS and self._settings.reject_undecided)
         if not reject:
+            if time.monotonic_ns() - due_ns <= self._width_ns // 2:
+                self._ctx.alarms.deadline_met()
             self._ctx.counters.add("passed")
             self._ctx.audit.record(part.audit_record(AuditEvent.SKIP, scheduled_ns=due_ns))
             return
@@ -97,10 +100,11 @@ class TimedEjection:
             )
         )
         # A start later than half a pulse means the ejector most likely missed the part.
-        if error_ms > self._settings.pulse_width_ms / 2:
+        if error_ms <= self._settings.pulse_width_ms / 2:
+            self._ctx.alarms.deadline_met()
+        else:
             self._ctx.counters.add("missed")
-            self._ctx.alarms.alarm(
-                AlarmKind.DEADLINE_MISSED,
+            self._ctx.alarms.deadline_missed(
                 f"ejector pulse for part {part.part_number} started {error_ms:.1f} ms late "
                 f"(more than half of reject.pulse_width_ms {self._settings.pulse_width_ms:g}); the part may have "
                 "passed the ejector. Check host load and actuator latency",

@@ -95,7 +95,14 @@ class RejectTracker:
         self._encoder_waiting: deque[TrackedPart] = deque()
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._alarms = AlarmLatch(actuator, audit, self.counters, on_alarm=on_alarm, stop_line=settings.stop_line)
+        self._alarms = AlarmLatch(
+            actuator,
+            audit,
+            self.counters,
+            on_alarm=on_alarm,
+            stop_line=settings.stop_line,
+            deadline_clear_after_parts=settings.deadline_clear_after_parts,
+        )
         ctx = TrackerContext(settings, actuator, self._schedule, self._parts, self._alarms, audit, self.counters)
         self._inputs = InputWatch(ctx)
         self._mode: ModeStrategy = (

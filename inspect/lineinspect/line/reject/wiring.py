@@ -17,7 +17,10 @@ from lineinspect.line.reject.settings import ModbusBackend, NeuronBackend, OpcUa
 from lineinspect.line.reject.tracker import RejectTracker
 
 
-def build_actuator(settings: RejectSettings, *, publish: DryRunPublish | None = None) -> Actuator:
+def build_actuator(
+    settings: RejectSettings, *, publish: DryRunPublish | None = None, counters: RejectCounters | None = None
+) -> Actuator:
+    """counters: the tracker's; the dry-run actuator's summary says from them why it would have fired."""
     backend = settings.backend
     if isinstance(backend, ModbusBackend):
         from lineinspect.line.reject.modbus import ModbusActuator
@@ -31,7 +34,7 @@ def build_actuator(settings: RejectSettings, *, publish: DryRunPublish | None = 
         from lineinspect.line.reject.neuron import NeuronActuator
 
         return NeuronActuator(backend)
-    return DryRunActuator(publish)
+    return DryRunActuator(publish, counters=counters)
 
 
 def build_reject_tracker(
@@ -44,9 +47,10 @@ def build_reject_tracker(
     counters: RejectCounters | None = None,
 ) -> RejectTracker:
     """A tracker ready for `start()` (which refuses an unreachable actuator). `close()` also closes the audit."""
+    counters = RejectCounters() if counters is None else counters
     audit = AuditTrail(station_dir / settings.audit_dir)
     try:
-        actuator = build_actuator(settings, publish=publish)
+        actuator = build_actuator(settings, publish=publish, counters=counters)
         return RejectTracker(
             settings, actuator, audit, counters=counters, on_alarm=on_alarm, encoder_position=encoder_position
         )
