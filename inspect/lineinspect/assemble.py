@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lineinspect.config import RuntimeSection, StationConfig, load_station
 from lineinspect.core.calibration import load_calibrations, warn_small_limits
 from lineinspect.core.inspector import Inspector, PlaneCalibration
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.recipe import Recipe
-from lineinspect.core.result import ResultSink, ResultSinks
+from lineinspect.core.result import Result, ResultSink, ResultSinks
 from lineinspect.errors import ConfigError, ModelError
 from lineinspect.line.archive.archive import ImageArchive
 from lineinspect.line.archive.settings import ArchiveSettings
@@ -47,6 +47,7 @@ from lineinspect.line.station import (
     PartWorker,
     RejectFeed,
     ResultFanout,
+    ResultOutput,
     SkippedParts,
     Station,
 )
@@ -362,16 +363,26 @@ def build_station(
             settings={cam.id: cam.health for cam in cameras},
             baselines={cam.id: inspector.frame_baseline(cam.recipe) for cam in cameras},
         )
+        supervisors: list[CameraSupervisor] = []
+        # Where the MES and SCADA also read results (opcua_server, sparkplug): sinks beside the QoS 1 channel.
+        outputs = build_result_outputs(
+            config,
+            station_dir,
+            settings,
+            run_id=run_id,
+            events=events,
+            cameras=supervisors,
+            camera_ids=[c.id for c in cameras],
+        )
         fanout = ResultFanout(
             publisher,
             station_path=config.station.path,
-            sinks=ResultSinks([counts.observe, health, *result_sinks]),
+            sinks=ResultSinks([counts.observe, health, *outputs, *result_sinks]),
             run_id=run_id,
             reject=reject,
             archive=archive,
             alarms=events,
         )
-        supervisors = []
         workers = []
         for cam in cameras:
             skipped = SkippedParts(cam.id, fanout, book, max_waiting=config.line.pending_parts_max)
@@ -416,9 +427,71 @@ def build_station(
             broker=broker,
             mqtt_address=(settings.host, settings.port),
             archive=owned_archive,
+            outputs=outputs,
         )
         undo.pop_all()  # the station owns them now
     return station
+
+
+OPCUA_SERVER_ALARM_SOURCE = "opcua_server"
+
+
+class _SinkOutput(ResultOutput, Protocol):
+    def __call__(self, result: Result) -> None: ...
+
+
+def build_result_outputs(
+    config: StationConfig,
+    station_dir: Path,
+    station_mqtt: MqttSettings,
+    *,
+    run_id: str,
+    events: StationEvents,
+    cameras: Sequence[CameraSupervisor],
+    camera_ids: Sequence[str],
+) -> list[_SinkOutput]:
+    """The OPC UA server and the Sparkplug B node that station.yaml asks for (not started; each is a result sink
+    and a `ResultOutput` of the station). cameras: the station's supervisors (read when the server shows camera
+    states, so the list may still be filling). Bad settings raise ConfigError now, before the line starts."""
+    outputs: list[_SinkOutput] = []
+    if config.opcua_server is not None:
+        try:  # asyncua only where a server is configured
+            from lineinspect.line.opcua_results.server import OpcUaResultServer
+        except ImportError as exc:
+            raise ConfigError(f"opcua_server needs asyncua ({exc}): pip install 'lineinspect[plc]'") from exc
+        s = config.opcua_server
+        outputs.append(
+            OpcUaResultServer(
+                s,
+                files=s.files(station_dir),
+                passwords=s.passwords(os.environ),
+                station_id=config.station.id,
+                station_path=config.station.path,
+                run_id=run_id,
+                camera_ids=camera_ids,
+                camera_states=lambda: {sup.camera_id: sup.status().state for sup in cameras},
+                on_alarm=lambda kind, message: events.raise_alarm(
+                    StationAlarm(OPCUA_SERVER_ALARM_SOURCE, kind, message)
+                ),
+                on_clear=lambda kind, message: events.clear_alarm(OPCUA_SERVER_ALARM_SOURCE, kind, message),
+            )
+        )
+    if config.sparkplug is not None:
+        from lineinspect.line.sparkplug.node import SparkplugNode, broker_link
+
+        spb = config.sparkplug
+        link = broker_link(spb, station_mqtt, station_id=config.station.id, station_dir=station_dir, environ=os.environ)
+        outputs.append(
+            SparkplugNode(
+                link,
+                group_id=spb.group_id,
+                edge_node_id=spb.edge_node_id or config.station.id,
+                camera_ids=camera_ids,
+                station_path=config.station.path,
+                queue_results=spb.queue_results,
+            )
+        )
+    return outputs
 
 
 def _select_by_plc(book: RecipeBook, camera_id: str, recipe_id: str) -> None:

@@ -15,8 +15,10 @@ from lineinspect.core.recipe import Recipe
 from lineinspect.errors import ConfigError
 from lineinspect.line.archive.settings import ArchiveSettings
 from lineinspect.line.mqtt import MqttSettings
+from lineinspect.line.opcua_results.settings import OpcUaServerSettings
 from lineinspect.line.plc_trigger.settings import PlcTriggerSettings
 from lineinspect.line.reject.settings import RejectSettings
+from lineinspect.line.sparkplug.settings import SparkplugSettings
 from lineinspect.yamlfile import read_yaml, validate_mapping
 
 STATION_FILE = "station.yaml"
@@ -161,6 +163,12 @@ class StationConfig(BaseModel):
         default_factory=list,
         description="Parts announced by the PLC: per software-triggered camera a trigger bit (Modbus coil / "
         "discrete input, OPC UA node), the part id and product code read at the edge, product code → recipe.",
+    )
+    opcua_server: OpcUaServerSettings | None = Field(
+        None, description="OPC UA server where the MES reads each camera's latest result (OPC 40100); null: none."
+    )
+    sparkplug: SparkplugSettings | None = Field(
+        None, description="Sparkplug B edge node for SCADA, one device per camera (a live view); null: none."
     )
 
     @model_validator(mode="after")

@@ -71,3 +71,39 @@ def make_tls_files(folder: Path, ca_name: str = "lineinspect test CA") -> TlsFil
     for f in (files.ca_cert, files.server_cert, files.server_key):
         f.chmod(0o644)  # mosquitto drops to its own user when started as root
     return files
+
+
+@dataclass(frozen=True)
+class OpcUaCertificates:
+    """RSA application instance certificates (Basic256Sha256 needs RSA) for an OPC UA server and its client."""
+
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _opcua_pair(folder: Path, name: str, application_uri: str, usage: x509.ObjectIdentifier) -> tuple[Path, Path]:
+    from asyncua.crypto import cert_gen
+
+    key = cert_gen.generate_private_key()
+    alt_names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(application_uri),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    cert = cert_gen.generate_self_signed_app_certificate(key, name, {}, alt_names, [usage], days=1)
+    cert_path, key_path = folder / f"{name}.der", folder / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return cert_path, key_path
+
+
+def make_opcua_certs(folder: Path, *, server_uri: str, client_uri: str) -> OpcUaCertificates:
+    """Self-signed server and client certificates whose subjectAltName carries each application URI."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    server = _opcua_pair(folder, "server", server_uri, ExtendedKeyUsageOID.SERVER_AUTH)
+    client = _opcua_pair(folder, "client", client_uri, ExtendedKeyUsageOID.CLIENT_AUTH)
+    return OpcUaCertificates(*server, *client)

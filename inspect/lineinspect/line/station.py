@@ -70,6 +70,16 @@ class FrameArchive(Protocol):
         ...
 
 
+class ResultOutput(Protocol):
+    """A result sink with a lifetime of its own beside the MQTT channel (the OPC UA server, Sparkplug B):
+    started with the station, closed after its workers' last results. Its `start` must not wait for its
+    peer, and its sink call never blocks."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class OutboxAlarm(Protocol):
     """The station's alarm table as the fanout raises and clears `outbox_refused` (`StationEvents`)."""
 
@@ -441,8 +451,10 @@ class Station:
         broker: EmbeddedBroker | None = None,
         mqtt_address: tuple[str, int] = ("127.0.0.1", 1883),
         archive: ImageArchive | None = None,
+        outputs: Sequence[ResultOutput] = (),
     ) -> None:
         self.archive = archive  # closed by stop(), after the workers' last results
+        self.outputs = list(outputs)  # started after the publisher, closed with the archive
         self.station_id = station_id
         self.station_path = station_path
         self.publisher = publisher
@@ -481,6 +493,8 @@ class Station:
             self.publisher.start()
             if self.watch is not None:
                 self.watch.start()
+            for output in self.outputs:
+                output.start()
             if self.commands is not None:
                 self.commands.start()
             if self.shadow is not None:
@@ -530,6 +544,11 @@ class Station:
             worker.stop(self.drain_timeout_s)
         if self.archive is not None:
             self.archive.close()
+        for output in self.outputs:
+            try:
+                output.close()
+            except Exception:  # one output that fails to close must not keep the rest of the station up
+                log.exception("result output %r did not close", output)
         tracker = self.tracker
         if tracker is not None and not self._tracker_closed:
             settings = tracker.settings
