@@ -38,6 +38,7 @@ from lineinspect.line.mqtt import MqttSettings, ResultPublisher, StationTopics
 from lineinspect.line.outbox import Outbox
 from lineinspect.line.plc_trigger.settings import ModbusTriggerSource, PlcTriggerSettings
 from lineinspect.line.plc_trigger.trigger import PlcTrigger, SelectRecipe, TriggerInput
+from lineinspect.line.reject.tracker import RejectTracker, reset_message
 from lineinspect.line.reject.wiring import build_reject_tracker
 from lineinspect.line.results_store import ResultStore
 from lineinspect.line.shadow import SHADOW_FILE, ShadowError, ShadowRunner, ShadowStore
@@ -352,6 +353,8 @@ def build_station(
             ),
         )
         commands.on("reload", lambda body: _outcome(book.reload(source="mqtt", request_id=body.get("request_id"))))
+        if reject is not None:
+            commands.on("reset_alarms", partial(_reset_alarms, reject.tracker))
         publisher.subscribe(publisher.topics.commands, commands.submit)
         shadow = _shadow_runner(station_dir, book)
         if shadow is not None:
@@ -514,6 +517,13 @@ def _outcome(change: Change) -> tuple[bool, str]:
     return change.ok, change.message
 
 
+def _reset_alarms(tracker: RejectTracker, body: Mapping[str, object]) -> tuple[bool, str]:
+    """The MQTT command `reset_alarms` (`{"request_id", "operator"?}`): the operator's reset of the reject station."""
+    operator = body.get("operator")
+    by = f"mqtt ({operator})" if isinstance(operator, str) and operator else "mqtt"
+    return True, reset_message(tracker.reset_alarms(by=by))
+
+
 def build_http_app(
     inspector: Inspector,
     config: StationConfig,
@@ -535,6 +545,7 @@ def build_http_app(
     from lineinspect.http.routes.dashboard import dashboard_router
     from lineinspect.http.routes.metrics import metrics_router
     from lineinspect.http.routes.recipes import recipes_router
+    from lineinspect.http.routes.reject import reject_router
     from lineinspect.http.routes.results import results_router
     from lineinspect.http.routes.shadow import shadow_router
     from lineinspect.http.routes.status import status_router
@@ -557,6 +568,8 @@ def build_http_app(
         routers.append(recipes_router(station.book))
         if station.shadow is not None:
             routers.append(shadow_router(station.shadow.store))
+        if station.tracker is not None:
+            routers.append(reject_router(station.tracker))
     return create_app(
         inspector,
         config.http,

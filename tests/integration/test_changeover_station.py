@@ -6,28 +6,17 @@ between triggers, so it knows which recipe and which model each part must have b
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import yaml
-from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 
-from lineinspect.assemble import build_http_app
-from lineinspect.config import load_station
 from lineinspect.core.modelcard import ModelCard
-from lineinspect.line.metrics import StationMetrics
-from lineinspect.line.results_store import IN_MEMORY, ResultStore
-from lineinspect.line.station import Station
 from tests.helpers.graphs import brightness_anomaly
 from tests.helpers.mosquitto import Mosquitto
-from tests.helpers.station_runtime import STATION_PATH, running_station, subscribed, write_line_station
+from tests.helpers.station_control import Commander, http_for
+from tests.helpers.station_runtime import running_station, subscribed, write_line_station
 from tests.helpers.subscriber import Subscriber
 from tests.helpers.waiting import wait_for
 
@@ -37,56 +26,6 @@ RECIPES = [
 ]
 PARTS = 60
 PACE_S = 0.02  # 50 parts/s: the line's pace, not a wait for something
-
-
-@contextmanager
-def http_for(station: Station, station_dir: Path) -> Iterator[TestClient]:
-    """The station's HTTP API as `lineinspect run` serves it."""
-    store = ResultStore(IN_MEMORY, retain_rows=100)
-    app = build_http_app(
-        station.book.current,
-        load_station(station_dir),
-        api_key=None,
-        store=store,
-        metrics=StationMetrics(),
-        status=station.status,
-        result_sinks=[],
-        station=station,
-    )
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        store.close()
-
-
-class Commander:
-    """Sends MQTT commands as a plant's MES would and waits for each answer."""
-
-    def __init__(self, port: int, sub: Subscriber) -> None:
-        self.sub = sub
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"mes-{uuid.uuid4().hex[:6]}")
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def send(self, name: str, **body: Any) -> dict[str, Any]:
-        request_id = uuid.uuid4().hex
-        self.client.publish(f"{STATION_PATH}/command/{name}", json.dumps({"request_id": request_id, **body}), qos=1)
-
-        def answer() -> dict[str, Any] | None:
-            for m in self.sub.received("/command/response"):
-                if m.json().get("request_id") == request_id:
-                    return m.json()
-            return None
-
-        self.sub.wait_until(lambda: answer() is not None, 10, f"answer to {name}")
-        found = answer()
-        assert found is not None
-        return found
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def results(sub: Subscriber) -> dict[int, dict[str, Any]]:

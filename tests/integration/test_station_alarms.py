@@ -14,6 +14,7 @@ from lineinspect.line.metrics import StationMetrics
 from lineinspect.line.station import Station
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.small_disk import fill, small_disk
+from tests.helpers.station_control import Commander, http_for
 from tests.helpers.station_runtime import DRY_RUN_REJECT, running_station, subscribed, write_line_station
 from tests.helpers.subscriber import Subscriber
 from tests.helpers.waiting import wait_for
@@ -127,3 +128,48 @@ def test_a_passing_deadline_miss_clears_itself_and_the_retained_status(tmp_path:
         assert retained_status(mosquitto.port)["alarms"] == []
         sub.wait_until(lambda: ("deadline_missed", False) in alarm_events(sub), 5, "cleared on MQTT")
     assert alarm_events(sub) == [("deadline_missed", True), ("deadline_missed", False)]  # the history
+
+
+def test_latched_reject_alarms_are_reset_by_the_operator_over_mqtt_and_http(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A latched alarm stays until someone resets it: the MQTT command `reset_alarms` and `POST /v1/reject/reset`
+    each clear it everywhere (status, retained status, `<prefix>/alarm`), say what they cleared, and the audit trail
+    records who."""
+    never_clears = {**DRY_RUN_REJECT, "deadline_clear_after_parts": 100_000}
+    write_line_station(tmp_path, mosquitto.port, parts="g", reject=never_clears)
+    with subscribed(mosquitto.port) as sub, running_station(tmp_path) as station:
+        tracker = station.tracker
+        assert tracker is not None
+        wait_for(lambda: station.status().to_payload()["cameras"][0]["state"] == "connected", 5, "camera connected")
+
+        def miss_a_deadline(trigger_id: int) -> None:
+            tracker.part_entered(PartRef("cam1", trigger_id, time.monotonic_ns() - 2_000_000_000))
+            wait_for(lambda: "deadline_missed" in active(station), 5, "deadline_missed raised")
+
+        miss_a_deadline(9_001)
+        commander = Commander(mosquitto.port, sub)
+        try:
+            answer = commander.send("reset_alarms", operator="anna")
+        finally:
+            commander.close()
+        assert answer["ok"] is True
+        assert answer["message"] == "reset 1 reject alarm(s): deadline_missed; the stop-line output is off"
+        wait_for(lambda: "deadline_missed" not in active(station), 5, "deadline_missed reset")
+        wait_for(lambda: retained_status(mosquitto.port)["state"] == "online", 10, "retained status online")
+        sub.wait_until(lambda: ("deadline_missed", False) in alarm_events(sub), 5, "reset on MQTT")
+        cleared = [m.json() for m in sub.received("/alarm") if not m.json()["active"]]
+        assert cleared[-1]["message"] == "reset by mqtt (anna)"
+
+        miss_a_deadline(9_002)
+        with http_for(station, tmp_path) as client:
+            reset = client.post("/v1/reject/reset", json={"operator": "ben"})
+            assert reset.status_code == 200, reset.text
+            assert reset.json()["reset"] == ["deadline_missed"]
+            wait_for(lambda: "deadline_missed" not in active(station), 5, "deadline_missed reset over HTTP")
+            nothing = client.post("/v1/reject/reset")
+            assert nothing.json() == {"reset": [], "message": "no reject alarm was active; the stop-line output is off"}
+            refused = client.post("/v1/reject/reset", json={"operator": "ben", "everything": True})
+            assert refused.status_code == 422 and "everything" in refused.text
+    audit = "\n".join(p.read_text() for p in (tmp_path / "audit").glob("*.jsonl"))
+    assert "reset by mqtt (anna)" in audit and "reset by http (ben)" in audit

@@ -1,7 +1,8 @@
 """StationCommands: commands to the station over MQTT, answered on `<prefix>/command/response`.
 
 A command is a JSON object published on `<prefix>/command/<name>` (`recipe`: `{"request_id",
-"camera", "recipe"}`; `reload`: `{"request_id"}`). Messages arrive on paho's network thread; they are
+"camera", "recipe"}`; `reload`: `{"request_id"}`; `reset_alarms`: `{"request_id", "operator"?}`, the reject
+station's operator reset). Messages arrive on paho's network thread; they are
 queued (bounded) and run on the station's own `commands` thread, so a slow command (a reload loads
 and warms up models) never holds up MQTT. Every command gets exactly one answer `{"request_id",
 "command", "ok", "message", "at"}`, also when it is malformed, unknown or the queue is full.

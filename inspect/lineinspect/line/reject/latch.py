@@ -131,15 +131,16 @@ class AlarmLatch:
             self._counters.add("errors")
             log.error("reject: stop-line output could not be switched: %s", exc)
 
-    def reset(self) -> None:
+    def reset(self, by: str = "the operator") -> None:
         """Scheduler thread: the operator's reset; clears every alarm and switches the stop-line output off.
 
-        Each alarm it clears is announced as cleared, so every view of the alarm table (status, MQTT) follows.
+        Each alarm it clears is announced (and audited) as cleared, "reset by <by>", so every view of the alarm
+        table (status, MQTT) follows.
         """
         with self._lock:
             kinds = list(self._active)
         for kind in kinds:
-            self.announce(kind, "reset by the operator", active=False)
+            self.announce(kind, f"reset by {by}", active=False)
         if self._stop_line_on and self.switch(Output.STOP_LINE, False):
             self._stop_line_on = False
 

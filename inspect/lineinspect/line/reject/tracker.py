@@ -163,9 +163,13 @@ class RejectTracker:
             )
         )
 
-    def reset_alarms(self) -> None:
-        """Operator reset: clears latched alarms and switches the stop-line output off."""
-        self._schedule.at(time.monotonic_ns(), lambda _due_ns: self._alarms.reset())
+    def reset_alarms(self, by: str = "the operator") -> list[str]:
+        """Operator reset: clears latched alarms and switches the stop-line output off (on the scheduler thread,
+        at once). Returns the kinds active when asked; each is recorded and announced as "reset by <by>". A
+        condition still there (the device still down) raises its alarm again with its next failure."""
+        kinds = [alarm.kind.value for alarm in self._alarms.active]
+        self._schedule.at(time.monotonic_ns(), lambda _due_ns: self._alarms.reset(by))
+        return kinds
 
     @property
     def active_alarms(self) -> list[Alarm]:
@@ -249,3 +253,10 @@ class RejectTracker:
                 break
             self._encoder_waiting.popleft()
             self._mode.decide(part, time.monotonic_ns())
+
+
+def reset_message(kinds: list[str]) -> str:
+    """The answer to an operator's reset (`reset_alarms`), over HTTP and MQTT alike."""
+    if not kinds:
+        return "no reject alarm was active; the stop-line output is off"
+    return f"reset {len(kinds)} reject alarm(s): {', '.join(kinds)}; the stop-line output is off"
