@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -18,7 +19,8 @@ from lineinspect.line.opcua_results.server import MACHINE_VISION_URI, OpcUaResul
 from lineinspect.line.opcua_results.settings import OpcUaServerSettings
 from tests.helpers.certs import OpcUaCertificates, make_opcua_certs
 from tests.helpers.line_results import line_result
-from tests.helpers.mosquitto import free_port
+from tests.helpers.mosquitto import Mosquitto, free_port
+from tests.helpers.station_runtime import running_station, subscribed, write_line_station
 
 pytest.importorskip("asyncua")
 
@@ -66,7 +68,14 @@ def served(certs: OpcUaCertificates) -> Iterator[tuple[OpcUaResultServer, dict[s
         server.close()
 
 
-async def _read(server: OpcUaResultServer, certs: OpcUaCertificates, password: str) -> dict[str, Any]:
+async def _read(
+    server: OpcUaResultServer,
+    certs: OpcUaCertificates,
+    password: str,
+    *,
+    station_id: str = "st1",
+    cameras: tuple[str, ...] = ("cam1", "cam2"),
+) -> dict[str, Any]:
     client = Client(server.endpoint, timeout=10)
     client.application_uri = CLIENT_URI
     client.set_user("mes")
@@ -80,10 +89,10 @@ async def _read(server: OpcUaResultServer, certs: OpcUaCertificates, password: s
     async with client:
         await client.load_data_type_definitions()
         mv = await client.get_namespace_index(MACHINE_VISION_URI)
-        ns = await client.get_namespace_index("urn:lineinspect:st1")
-        station = await client.nodes.objects.get_child(f"{ns}:st1")
+        ns = await client.get_namespace_index(f"urn:lineinspect:{station_id}")
+        station = await client.nodes.objects.get_child(f"{ns}:{station_id}")
         seen: dict[str, Any] = {"station_state": await (await station.get_child(f"{ns}:SystemState")).read_value()}
-        for camera in ("cam1", "cam2"):
+        for camera in cameras:
             system = await station.get_child([f"{ns}:Cameras", f"{ns}:{camera}"])
             latest = await system.get_child([f"{mv}:ResultManagement", f"{mv}:Results", f"{ns}:LatestResult"])
             seen[camera] = {
@@ -194,3 +203,38 @@ def test_server_failure_raises_its_alarm_and_never_reaches_the_sink(certs: OpcUa
         server.close()
     assert alarms[0][0] == "server_failed"
     assert "nodeset_file" in alarms[0][1]
+
+
+def test_a_running_station_shows_each_part_it_published_as_the_latest_result(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """station.yaml's opcua_server on a running station: the OPC UA latest result is the one the MES got on MQTT."""
+    if not NODESET.is_file():
+        pytest.skip(f"{NODESET} not found (the MachineVision NodeSet2 of shared/vendor/opcua)")
+    certs = make_opcua_certs(tmp_path / "pki", server_uri="urn:lineinspect:teststation", client_uri=CLIENT_URI)
+    monkeypatch.setenv("LINEINSPECT_TEST_MES_PW", "s3cret")
+    section = {
+        "port": free_port(),
+        "nodeset_file": str(NODESET),
+        "certificate_file": str(certs.server_cert),
+        "private_key_file": str(certs.server_key),
+        "users": [{"username": "mes", "password_env": "LINEINSPECT_TEST_MES_PW"}],
+    }
+    expected = write_line_station(tmp_path / "station", mosquitto.port, parts="gb", opcua_server=section)
+    with subscribed(mosquitto.port) as mes, running_station(tmp_path / "station") as station:
+        server = next(o for o in station.outputs if isinstance(o, OpcUaResultServer))
+        assert server.ready.wait(30), "the station's OPC UA server did not start"
+        for part_id in ("P-1", "P-2"):
+            station.trigger("cam1", part_id=part_id)
+        mes.wait_until(lambda: len(mes.received("/result")) == len(expected), 20, "both results on MQTT")
+        last = mes.received("/result")[-1].json()
+        seen: dict[str, Any] = {}
+        for _ in range(40):  # the server takes the latest result within its poll period
+            seen = asyncio.run(_read(server, certs, "s3cret", station_id="teststation", cameras=("cam1",)))
+            if seen["cam1"]["result"].ResultId.Id == last["result_id"]:
+                break
+            time.sleep(0.1)
+    assert seen["cam1"]["result"].ResultId.Id == last["result_id"]
+    assert seen["cam1"]["part_id"].Id == "P-2"
+    assert seen["cam1"]["verdict"] == last["verdict"] == expected[-1]
+    assert seen["cam1"]["state"].State == 1  # PRD: the camera is connected
