@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 # Debian packages the test suite talks to (real peers, not mocks). Installed when run as root.
 # gir1.2-aravis-0.8: Aravis cameras; libgirepository1.0-dev libcairo2-dev pkg-config: building PyGObject;
 # chromium: renders the dashboard headless in its test.
-SYSTEM_PACKAGES := mosquitto mosquitto-clients gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config chromium
+# build-essential cmake openssl lib{ssl,mbedtls,xml2,sqlite3,protobuf-c}-dev: building EMQX Neuron (`make neuron`).
+SYSTEM_PACKAGES := mosquitto mosquitto-clients gir1.2-aravis-0.8 libgirepository1.0-dev libcairo2-dev pkg-config chromium \
+	build-essential cmake openssl libssl-dev libmbedtls-dev libxml2-dev libsqlite3-dev libprotobuf-c-dev
 STATION_DIR ?= .
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test bench bench-tile lint typecheck system-deps samples default-model default-model-baseline clean
+.PHONY: run test neuron bench bench-tile lint typecheck system-deps samples default-model default-model-baseline clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +44,27 @@ system-deps:
 run: $(VENV)/.installed-run
 	$(BIN)/lineinspect run --station-dir $(STATION_DIR) --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed system-deps
-	$(BIN)/python -m pytest -q
+test: $(VENV)/.installed system-deps neuron
+	LINEINSPECT_NEURON_CACHE=$(NEURON_CACHE) $(BIN)/python -m pytest -q
+
+# A real EMQX Neuron gateway for tests/integration/test_reject_neuron_real.py, built from the vendored sources
+# (../shared/vendor/neuron, ~30 s) into NEURON_CACHE, outside the checkout; skipped when the binary is there.
+# A failed build does not stop `make test`: it prints the error, and those tests skip naming the log.
+NEURON_VENDOR ?= ../shared/vendor/neuron
+NEURON_CACHE ?= $(HOME)/.cache/lineinspect/neuron
+neuron: | system-deps
+	@if [ ! -f $(NEURON_VENDOR)/build.sh ]; then \
+	  echo "neuron: $(NEURON_VENDOR) is absent: the real-Neuron tests will skip"; \
+	elif [ -x $(NEURON_CACHE)/build/neuron ]; then \
+	  echo "neuron: using $(NEURON_CACHE)/build/neuron"; \
+	else \
+	  mkdir -p $(NEURON_CACHE); \
+	  echo "neuron: building EMQX Neuron into $(NEURON_CACHE) (log: $(NEURON_CACHE)/build.log)"; \
+	  if ! bash $(NEURON_VENDOR)/build.sh $(NEURON_CACHE) >$(NEURON_CACHE)/build.log 2>&1; then \
+	    tail -n 25 $(NEURON_CACHE)/build.log; \
+	    echo "neuron: BUILD FAILED (log: $(NEURON_CACHE)/build.log); the real-Neuron tests will skip"; \
+	  fi; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -57,6 +78,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_calibration.py
 	$(BIN)/python bench/bench_archive.py
 	$(BIN)/python bench/bench_plc_trigger.py
+	$(BIN)/python bench/bench_neuron.py
 	$(BIN)/python bench/chaos.py
 
 # Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).

@@ -3,15 +3,27 @@
 Write: `{"uuid", "node", "group", "tag", "value"}` on the north app's Write
 Request Topic (default `/neuron/<app>/write/req`); Neuron answers
 `{"uuid", "error": 0}` on the Write Response Topic (default
-`/neuron/<app>/write/resp`). Read: `{"uuid", "node", "group"}` on
-`/neuron/<app>/read/req`, answered with `{"uuid", "tags": [{"name", "value"} |
-{"name", "error"}]}` on `/neuron/<app>/read/resp`. A missing answer or a
+`/neuron/<app>/write/resp`). Read: `{"uuid", "node", "group"}`, answered with
+`{"uuid", "tags": [{"name", "value"} | {"name", "error"}]}`. The read topics are
+fixed by Neuron and differ between releases: Neuron's MQTT docs and older
+releases use `/neuron/<app>/read/req|resp`, Neuron 2.15 (checked against the
+real gateway, tests/integration/test_reject_neuron_real.py) subscribes
+`neuron/<app>/read/req` and answers on `neuron/<app>/read/resp`, without the
+leading slash. Unless `read_request_topic` is set, a read goes to both and the
+first answer counts. A read Neuron refuses (unknown node or group) is answered
+`{"uuid", "error"}` on the *write* response topic. A missing answer or a
 non-zero error raises ActuatorError naming the code's meaning where known.
+
+A write's `error: 0` says less than it seems: Neuron's Modbus driver answers
+once the request is on the wire, before the PLC's reply, so a write the PLC
+refuses (a wrong coil address) is answered 0 too. The start-up read therefore
+warns about every mapped tag that Neuron cannot read from the PLC.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import uuid
@@ -24,6 +36,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from lineinspect.line.reject.actuator import ActuatorError, InputStates, Output, VerdictCode
 from lineinspect.line.reject.settings import NeuronBackend
 
+log = logging.getLogger(__name__)
+
 # Neuron error codes a reject write meets (from Neuron's published error-code list).
 NEURON_ERRORS: dict[int, str] = {
     1001: "Neuron internal error",
@@ -34,10 +48,12 @@ NEURON_ERRORS: dict[int, str] = {
     2008: "node not running (start the south node in Neuron)",
     2106: "group not exist (check reject.backend.group)",
     2201: "tag not exist (check the *_tag names in reject.backend)",
+    3000: "plugin read failure (the PLC refused the read: check the tag's address)",
     3001: "plugin write failure (the PLC refused the write)",
     3002: "plugin disconnected (Neuron cannot reach the PLC)",
     3004: "tag not allowed to write (make the tag writable in Neuron)",
     3007: "tag type mismatch",
+    3020: "tag value out of range",
 }
 
 
@@ -63,6 +79,7 @@ class NeuronActuator:
         self._started = False
         self._tags = settings.output_addresses()
         self._inputs = settings.input_addresses()
+        self._read_requests, self._read_responses = _read_topics(settings)
 
     @property
     def describe(self) -> str:
@@ -73,7 +90,7 @@ class NeuronActuator:
         if reason.is_failure:
             return
         # Subscribing here makes a reconnect resubscribe.
-        client.subscribe([(self._s.write_response, 1), (self._s.read_response, 1)])
+        client.subscribe([(topic, 1) for topic in (self._s.write_response, *self._read_responses)])
 
     def _on_subscribe_done(self, *args: Any) -> None:
         self._subscribed.set()
@@ -92,37 +109,42 @@ class NeuronActuator:
             waiter[0].set()
 
     # requests ---------------------------------------------------------------------------------------
-    def _request(self, what: str, topic: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self, what: str, topics: tuple[str, ...], response_topics: tuple[str, ...], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Publish the request on each of `topics` and return the first answer carrying its uuid."""
         request_id = str(uuid.uuid4())
         done = threading.Event()
         answers: list[dict[str, Any]] = []
         with self._lock:
             self._waiting[request_id] = (done, answers)
         try:
-            info = self._client.publish(topic, json.dumps({"uuid": request_id, **body}), qos=0)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise ActuatorError(
-                    f"{self.describe}: {what}: cannot publish to {topic} ({mqtt.error_string(info.rc)}); "
-                    "the MQTT broker is not connected"
-                )
+            payload = json.dumps({"uuid": request_id, **body})
+            for topic in topics:
+                info = self._client.publish(topic, payload, qos=0)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    raise ActuatorError(
+                        f"{self.describe}: {what}: cannot publish to {topic} ({mqtt.error_string(info.rc)}); "
+                        "the MQTT broker is not connected"
+                    )
             if not done.wait(self._s.response_timeout_ms / 1000.0):
+                also = f" (nor on {', '.join(response_topics[1:])})" if len(response_topics) > 1 else ""
                 raise ActuatorError(
-                    f"{self.describe}: {what}: Neuron did not answer on {self._response_topic(topic)} within "
-                    f"{self._s.response_timeout_ms} ms (reject.backend.response_timeout_ms). Check that the north "
-                    f"app '{self._s.app}' is running and connected to this broker and that its request/response "
-                    "topics match reject.backend"
+                    f"{self.describe}: {what}: Neuron did not answer on {response_topics[0]} within "
+                    f"{self._s.response_timeout_ms} ms{also} (reject.backend.response_timeout_ms). Check that the "
+                    f"north app '{self._s.app}' is running and connected to this broker, that its Upload Format "
+                    "is a JSON one (not protobuf) and that its request/response topics match reject.backend"
                 )
         finally:
             with self._lock:
                 self._waiting.pop(request_id, None)
         return answers[0]
 
-    def _response_topic(self, request_topic: str) -> str:
-        return self._s.write_response if request_topic == self._s.write_request else self._s.read_response
-
     def _write_tag(self, tag: str, value: int | bool) -> None:
         body = {"node": self._s.node, "group": self._s.group, "tag": tag, "value": int(value)}
-        answer = self._request(f"writing tag {tag}={int(value)}", self._s.write_request, body)
+        answer = self._request(
+            f"writing tag {tag}={int(value)}", (self._s.write_request,), (self._s.write_response,), body
+        )
         error = answer.get("error", 0)
         if error != 0:
             code = int(error) if isinstance(error, int | float) else -1
@@ -146,10 +168,31 @@ class NeuronActuator:
             raise ActuatorError(f"{self.describe}: the broker did not confirm the subscription to Neuron's responses")
         # A read of the group proves that the north app answers and that node and group exist, without
         # switching anything.
-        self._read_group("checking the gateway")
+        self._warn_unreadable(self._read_group("checking the gateway"))
+
+    def _warn_unreadable(self, answer: dict[str, Any]) -> None:
+        """Log each mapped tag the group read could not get from the PLC: Neuron would answer its writes with 0."""
+        errors = {
+            str(entry["name"]): entry["error"]
+            for entry in answer.get("tags", [])
+            if isinstance(entry, dict) and "name" in entry and "error" in entry
+        }
+        mapped = [tag for tag in self._tags.values() if tag is not None] + list(self._inputs.values())
+        for tag in dict.fromkeys(mapped):
+            if tag in errors:
+                code = int(errors[tag]) if isinstance(errors[tag], int | float) else -1
+                log.warning(
+                    "%s: tag %s reads with Neuron error %s (%s); Neuron answers writes to it with error 0 once "
+                    "they are sent, whether the PLC takes them or not",
+                    self.describe,
+                    tag,
+                    errors[tag],
+                    neuron_error_meaning(code),
+                )
 
     def _read_group(self, what: str) -> dict[str, Any]:
-        answer = self._request(what, self._s.read_request, {"node": self._s.node, "group": self._s.group})
+        body = {"node": self._s.node, "group": self._s.group}
+        answer = self._request(what, self._read_requests, self._read_responses, body)
         error = answer.get("error", 0)
         if error:
             code = int(error) if isinstance(error, int | float) else -1
@@ -193,3 +236,12 @@ class NeuronActuator:
             self._client.disconnect()
             self._client.loop_stop()
             self._started = False
+
+
+def _read_topics(settings: NeuronBackend) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(request topics, response topics) of a group read; both spellings unless the settings name them."""
+    if settings.read_request_topic is not None or settings.read_response_topic is not None:
+        return (settings.read_request,), (settings.read_response,)
+    documented = (settings.read_request, settings.read_response)  # /neuron/<app>/read/req|resp
+    neuron_2_15 = tuple(topic.removeprefix("/") for topic in documented)
+    return (documented[0], neuron_2_15[0]), (documented[1], neuron_2_15[1])

@@ -144,8 +144,16 @@ class NeuronBackend(BaseModel):
     write_response_topic: str | None = Field(
         None, description="Neuron 'Write Response Topic'; default /neuron/<app>/write/resp."
     )
-    read_request_topic: str | None = Field(None, description="Read request topic; default /neuron/<app>/read/req.")
-    read_response_topic: str | None = Field(None, description="Read response topic; default /neuron/<app>/read/resp.")
+    read_request_topic: str | None = Field(
+        None,
+        description="Read request topic. Default: both /neuron/<app>/read/req (Neuron's docs, older releases) and "
+        "neuron/<app>/read/req (Neuron 2.15), the first answer counts; set it to pin one.",
+    )
+    read_response_topic: str | None = Field(
+        None,
+        description="Read response topic. Default: both /neuron/<app>/read/resp and neuron/<app>/read/resp (as "
+        "read_request_topic).",
+    )
     response_timeout_ms: int = Field(1000, gt=0, description="Time to wait for Neuron's answer to one request.")
     ejector_tag: str | None = Field(None, description="Tag driving the ejector (timed mode).")
     verdict_tag: str | None = Field(None, description="Tag for the verdict code (verdict_to_plc mode).")
