@@ -93,7 +93,8 @@ def test_a_slowly_blurring_lens_warns_before_frames_become_implausible() -> None
             warned_at = focus
     assert warned_at is not None, "no drift warning"
     assert warned_at > min_focus * 1.5  # well before the part's frames fail the focus limit
-    assert alarms.active["health_drift.cam1"].message.startswith("warning: camera cam1 drifts")
+    assert alarms.active["health_drift.cam1"].message.startswith("camera cam1 drifts")
+    assert alarms.active["health_drift.cam1"].severity == "warning"  # parts are still judged
     assert "focus -" in alarms.active["health_drift.cam1"].message
     for _ in range(60):  # the lens is cleaned
         health(camera_result(median))

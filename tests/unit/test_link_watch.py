@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lineinspect.line.events import StationEvents
+from lineinspect.line.events import SEVERITY_WARNING, StationAlarm, StationEvents
 from lineinspect.line.mqtt import PublisherStats, StationTopics
 from lineinspect.line.watch import BROKER_NOT_ACKNOWLEDGING, BROKER_UNREACHABLE, OUTBOX_FILLING, LinkWatch
 
@@ -97,3 +97,14 @@ def test_an_outbox_that_would_be_full_soon_is_an_alarm_until_it_drains() -> None
     assert "outbox holds 100 of at most 1000 results and would be full in about 9 s" in events.active_alarms[0].message
     watch.check(stats(outbox_depth=150), 3.0)  # draining: no longer growing
     assert events.active_alarms == []
+
+
+def test_a_warning_alone_is_a_warning_state_and_an_alarm_beside_it_wins() -> None:
+    published = Published()
+    events = StationEvents(published)
+    drift = StationAlarm("camera", "health_drift.cam1", "cam1 drifts", severity=SEVERITY_WARNING)
+    events.raise_alarm(drift)
+    events.station_alarm("outbox_refused", "disk full")
+    events.clear_alarm("station", "outbox_refused", "room again")
+    events.clear_alarm("camera", "health_drift.cam1", "back")
+    assert [state for state, _ in published.statuses] == ["warning", "alarm", "warning", "online"]

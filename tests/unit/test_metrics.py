@@ -207,8 +207,8 @@ def test_broker_station_and_reject_numbers_are_exported() -> None:
     assert value(metrics, "lineinspect_reject_undecided_rejected_total") == 7
     assert value(metrics, "lineinspect_reject_alarm_active", kind="bin_full") == 1
     assert value(metrics, "lineinspect_reject_alarm_active", kind="air_low") is None
-    assert value(metrics, "lineinspect_alarm_active", source="reject", kind="bin_full") == 1
-    assert value(metrics, "lineinspect_alarm_active", source="station", kind="outbox_refused") == 1
+    assert value(metrics, "lineinspect_alarm_active", source="reject", kind="bin_full", severity="alarm") == 1
+    assert value(metrics, "lineinspect_alarm_active", source="station", kind="outbox_refused", severity="alarm") == 1
     assert value(metrics, "lineinspect_skipped_parts_total") == 7
     assert value(metrics, "lineinspect_late_parts_total") == 2
     assert value(metrics, "lineinspect_outbox_refused_parts_total") == 0

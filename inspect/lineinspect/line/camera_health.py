@@ -26,7 +26,7 @@ from typing import Protocol
 from lineinspect.core.plausibility import FrameBaseline
 from lineinspect.core.result import Result, UndecidedKind
 from lineinspect.line.capture.config import HealthSettings
-from lineinspect.line.events import StationAlarm
+from lineinspect.line.events import SEVERITY_WARNING, StationAlarm
 from lineinspect.line.results_store import source_of
 from lineinspect.line.status import CameraHealthStatus, HealthSample
 
@@ -136,8 +136,9 @@ class CameraHealth:
                 StationAlarm(
                     ALARM_SOURCE,
                     f"{DRIFT_KIND}.{camera_id}",
-                    f"warning: camera {camera_id} drifts from its taught baseline ({drifted}, warned beyond "
+                    f"camera {camera_id} drifts from its taught baseline ({drifted}, warned beyond "
                     f"±{warn_share:.0%}); clean the lens, check the light and the focus before parts start failing",
+                    severity=SEVERITY_WARNING,
                 )
             )
         elif drift_change is False:

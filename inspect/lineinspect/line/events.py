@@ -1,8 +1,9 @@
 """StationEvents: the station's event channel, built first so everything after it can report through it.
 
 Alarms are state: one table of active alarms (the reject station's and the station's own), and every
-raise or clear goes out as an `<prefix>/alarm` event and a retained `status` (`alarm` while any is
-active, `online` once none is). Camera state changes become the retained camera status; reject
+raise or clear goes out as an `<prefix>/alarm` event and a retained `status` (`alarm` while any alarm of
+severity `alarm` is active, `warning` while only warnings are — a camera drifting from its baseline,
+parts still judged —, `online` once none is). Camera state changes become the retained camera status; reject
 dry-run events go to `<prefix>/reject/event`. `/v1/status` and `/metrics` read the same table.
 """
 
@@ -27,6 +28,16 @@ log = logging.getLogger(__name__)
 
 SOURCE_REJECT = "reject"
 SOURCE_STATION = "station"
+SEVERITY_ALARM = "alarm"  # parts are at risk or rejected unseen: someone must act now
+SEVERITY_WARNING = "warning"  # parts are still judged; act before they are not (e.g. a fouling lens)
+
+
+def station_state(alarms: list[StationAlarm]) -> str:
+    """The station's state for its retained status, from its active alarms."""
+    if any(a.severity == SEVERITY_ALARM for a in alarms):
+        return "alarm"
+    return "warning" if alarms else "online"
+
 
 # Camera states that are not a problem; any other one is logged as a warning.
 _QUIET_CAMERA_STATES = ("connected", "stopped", "finished")
@@ -42,11 +53,13 @@ class StationAlarm:
     since: datetime = field(default_factory=utc_now)
     result_id: str | None = None
     part_number: int | None = None
+    severity: str = SEVERITY_ALARM  # SEVERITY_ALARM or SEVERITY_WARNING
 
     def to_payload(self, *, active: bool = True) -> dict[str, Any]:
         return {
             "source": self.source,
             "kind": self.kind,
+            "severity": self.severity,
             "active": active,
             "message": self.message,
             "result_id": self.result_id,
@@ -81,7 +94,10 @@ class StationEvents:
         """An alarm is (still) active: table, log, `alarm` event, retained status."""
         with self._lock:
             self._active[(alarm.source, alarm.kind)] = alarm
-        log.error("ALARM %s %s: %s", alarm.source, alarm.kind, alarm.message)
+        if alarm.severity == SEVERITY_WARNING:
+            log.warning("WARNING %s %s: %s", alarm.source, alarm.kind, alarm.message)
+        else:
+            log.error("ALARM %s %s: %s", alarm.source, alarm.kind, alarm.message)
         self._publish_alarm(alarm.to_payload(active=True))
 
     def clear_alarm(self, source: str, kind: str, message: str) -> None:
@@ -91,7 +107,9 @@ class StationEvents:
         if was is None:
             return
         log.warning("alarm %s %s cleared: %s", source, kind, message)
-        cleared = StationAlarm(source, kind, message, result_id=was.result_id, part_number=was.part_number)
+        cleared = StationAlarm(
+            source, kind, message, result_id=was.result_id, part_number=was.part_number, severity=was.severity
+        )
         self._publish_alarm(cleared.to_payload(active=False))
 
     def station_alarm(self, kind: str, message: str) -> None:
@@ -127,12 +145,12 @@ class StationEvents:
             log.exception("publishing alarm %s failed", payload.get("kind"))
 
     def publish_status(self) -> None:
-        """The retained status as it is now: `alarm` while any alarm is active, else `online`; with the active
-        alarms and each camera's active recipe."""
-        active = [a.to_payload() for a in self.active_alarms]
+        """The retained status as it is now: `alarm` while any alarm of that severity is active, `warning` while
+        only warnings are, else `online`; with the active alarms and each camera's active recipe."""
+        alarms = self.active_alarms
         with self._lock:
             recipes = dict(self._recipes)
-        self.publisher.publish_status("alarm" if active else "online", alarms=active, recipes=recipes)
+        self.publisher.publish_status(station_state(alarms), alarms=[a.to_payload() for a in alarms], recipes=recipes)
 
     # --- changeover ---------------------------------------------------------------------------------
     def changeover(self, change: Change, active: Mapping[str, str | None]) -> None:

@@ -270,10 +270,12 @@ def _reject_families(reject: RejectStatus | None) -> list[Metric]:
 def _alarm_families(status: StationStatus) -> list[Metric]:
     """Every active alarm of the station (reject station and the station itself), by source and kind."""
     active = GaugeMetricFamily(
-        f"{PREFIX}_alarm_active", "1 while this alarm is active (source: reject, station).", labels=["source", "kind"]
+        f"{PREFIX}_alarm_active",
+        "1 while this alarm is active (source: reject, station, camera, ...; severity: alarm, warning).",
+        labels=["source", "kind", "severity"],
     )
     for alarm in status.alarms:
-        active.add_metric([alarm.source, alarm.kind], 1.0)
+        active.add_metric([alarm.source, alarm.kind, alarm.severity], 1.0)
     return [active]
 
 
