@@ -79,6 +79,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_archive.py
 	$(BIN)/python bench/bench_plc_trigger.py
 	$(BIN)/python bench/bench_neuron.py
+	$(BIN)/python bench/bench_quantize.py
 	$(BIN)/python bench/chaos.py
 
 # Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).

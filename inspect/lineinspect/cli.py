@@ -86,8 +86,13 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
     good = find_good_images(Path(args.good), minimum=MIN_IMAGES)
     out = Path(args.out)
+    if args.quantize is not None:
+        from lineinspect.offline.quantize import check_out_free, default_out
+
+        check_out_free(default_out(out))  # before teaching, not after minutes of it
     if args.method == "draem":
-        return _teach_draem(args, good, out)
+        _teach_draem(args, good, out)
+        return _quantize_taught(args, out)
     if args.defects is not None and args.method != "featnet":
         raise LineinspectError(
             f"--defects: the {args.method} method learns from good images only; add --method featnet"
@@ -124,6 +129,17 @@ def cmd_teach(args: argparse.Namespace) -> int:
         f"pixel threshold {card.anomaly.pixel_threshold:g} (raw scores)"
     )
     _note_unresolved_target(args.target_false_reject, card.trained)
+    return _quantize_taught(args, out)
+
+
+def _quantize_taught(args: argparse.Namespace, out: Path) -> int:
+    """teach --quantize int8: the int8 copy of the taught model in OUT-int8, calibrated on the same good images."""
+    if args.quantize is None:
+        return EXIT_OK
+    from lineinspect.offline.quantize import QuantizeOptions, default_out, quantize_model
+
+    quantized = quantize_model(out, Path(args.good), default_out(out), QuantizeOptions())
+    print(quantized.summary())
     return EXIT_OK
 
 
@@ -179,6 +195,12 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         help="patchknn: px band along the input's edges never flagged (default 0)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write an int8 copy of the model to OUT-int8, calibrated on the good images (as lineinspect "
+        "quantize does)",
     )
     p.set_defaults(func=cmd_teach)
 
@@ -666,6 +688,58 @@ def add_retune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_retune)
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from lineinspect.assemble import model_option
+    from lineinspect.config import station_dir_from
+    from lineinspect.offline.quantize import QuantizeOptions, default_out, quantize_model
+
+    folder = model_option(station_dir_from(args.station_dir), args.model)
+    out = Path(args.out) if args.out else default_out(folder)
+    if args.out and len(out.parts) == 1:
+        out = folder.parent / out  # a model name: beside the float model, where recipes find models by name
+    options = QuantizeOptions(
+        images=args.images, layers=args.layers, per_channel=not args.per_tensor, headroom=args.headroom
+    )
+    print(quantize_model(folder, Path(args.calibration), out, options).summary())
+    return EXIT_OK
+
+
+def add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="write an int8 copy of a model (new folder, own card), calibrated on images of good parts",
+        description="Static int8 quantization (QDQ) with onnxruntime's tools, calibrated on good images "
+        "preprocessed as the station does. The float model stays; the new folder's card names it and keeps its "
+        "thresholds. By default only dense layers become int8 (see lineinspect.offline.quantize).",
+    )
+    p.add_argument("--model", required=True, help="model folder, or a model name under the station's models/")
+    p.add_argument("--calibration", required=True, help="folder of images of good parts (searched recursively)")
+    p.add_argument(
+        "--out",
+        help="model name (written beside the model) or folder path to write; default NAME-int8; must not exist",
+    )
+    p.add_argument(
+        "--images", type=int, default=100, help="calibration images used at most, spread over the folder (default 100)"
+    )
+    p.add_argument(
+        "--layers",
+        choices=["dense", "all"],
+        default="dense",
+        help="dense: convolutions and matrix products of 8+ channels (default); all: every node onnxruntime can "
+        "quantize (slower on teach models' filter banks)",
+    )
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per output channel")
+    p.add_argument(
+        "--headroom",
+        type=float,
+        default=1.0,
+        help="widen each activation range by this many times its span on good parts, on either side, so that "
+        "defects are not clipped (default 1)",
+    )
+    p.add_argument("--station-dir", help=STATION_DIR_HELP)
+    p.set_defaults(func=cmd_quantize)
+
+
 def cmd_archive(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -922,6 +996,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_calibrate,
     add_evaluate,
     add_retune,
+    add_quantize,
     add_archive,
     add_shadow,
     add_model,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lineinspect.core.plausibility import FrameBaseline
 from lineinspect.errors import ModelError
@@ -59,6 +60,64 @@ class AnomalyCalibration(BaseModel):
         return self
 
 
+class Quantization(BaseModel):
+    """How a quantized model was made from its float model (`lineinspect quantize`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["int8-qdq"] = Field(..., description="int8-qdq: static int8, QuantizeLinear/DequantizeLinear.")
+    from_model: str = Field(..., description="Name of the float model it was made from.")
+    from_sha256: str = Field(..., description="SHA-256 of the float model.onnx it was made from.")
+    calibration_images: int = Field(..., gt=0, description="Good images its activation ranges were calibrated on.")
+    details: dict[str, object] = Field(
+        default_factory=dict,
+        description="How: date, calibration folder and method, layers made int8, per-channel weights, nodes left "
+        "float, and int8 vs float scores and verdicts on the calibration images.",
+    )
+
+
+class RemoteRuntime(BaseModel):
+    """A KServe v2 inference server (Triton, OpenVINO Model Server) that runs this card's model.onnx."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        ..., description="host:port of the server's HTTP or gRPC endpoint (no scheme), e.g. 10.0.4.20:8001."
+    )
+    model: str = Field(..., min_length=1, description="The model's name on the server.")
+    protocol: Literal["http", "grpc"] = Field("grpc", description="KServe v2 over HTTP/REST or gRPC.")
+    version: str = Field("", description="The model version on the server; empty: the server's choice.")
+    http_binary: bool = Field(
+        True,
+        description="http: tensors in KServe's binary data extension (Triton, OpenVINO Model Server); false: "
+        "JSON, for servers without it (MLServer).",
+    )
+    timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Longest wait for one inference; a later or failed answer makes the part undecided. "
+        "Absent or longer than the part's budget: that budget (station.yaml line.budget_ms, or "
+        "reject.inspection_budget_ms).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _host_port(cls, url: str) -> str:
+        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^/:\s\[\]]+):[0-9]{1,5}", url):
+            raise ValueError(f"'{url}' is not host:port; write e.g. 10.0.4.20:8001 (no scheme: that is `protocol`)")
+        return url
+
+
+class CardRuntime(BaseModel):
+    """Where the model runs: in the station's onnxruntime (absent), or on an inference server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    remote: RemoteRuntime | None = Field(
+        None, description="Send the preprocessed tensor to a KServe v2 server; the station keeps the rest."
+    )
+
+
 class ModelCard(BaseModel):
     """A model card (`models/<name>/model.yaml`): how to feed a model and how to read its outputs."""
 
@@ -106,6 +165,12 @@ class ModelCard(BaseModel):
     )
     sha256: str = Field(..., description="SHA-256 of model.onnx; checked at load.")
     trained: dict[str, object] = Field(default_factory=dict, description="Training provenance.")
+    quantized: Quantization | None = Field(
+        None, description="Set on a quantized copy of a model: its format and the float model it came from."
+    )
+    runtime: CardRuntime | None = Field(
+        None, description="Where the model runs; absent: in the station (onnxruntime, station.yaml runtime)."
+    )
 
     @model_validator(mode="after")
     def _adapter_needs(self) -> ModelCard:
