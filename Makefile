@@ -12,7 +12,7 @@ STATION_DIR ?= .
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test neuron bench bench-tile lint typecheck system-deps samples default-model default-model-baseline clean
+.PHONY: run test neuron kserve bench bench-tile lint typecheck system-deps samples default-model default-model-baseline clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ system-deps:
 run: $(VENV)/.installed-run
 	$(BIN)/lineinspect run --station-dir $(STATION_DIR) --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed system-deps neuron
+test: $(VENV)/.installed system-deps neuron kserve
 	LINEINSPECT_NEURON_CACHE=$(NEURON_CACHE) $(BIN)/python -m pytest -q
 
 # A real EMQX Neuron gateway for tests/integration/test_reject_neuron_real.py, built from the vendored sources
@@ -66,20 +66,30 @@ neuron: | system-deps
 	  fi; \
 	fi
 
+# MLServer, the real KServe v2 server of the remote-inference tests and bench (tests/helpers/kserve_server.py),
+# in its own virtualenv: mlserver 1.7 pins fastapi < 0.116, older than the one the station's HTTP API runs on.
+KSERVE_VENV ?= .venv-kserve
+kserve: $(KSERVE_VENV)/.installed
+$(KSERVE_VENV)/.installed:
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install -q 'mlserver==1.7.1' 'onnxruntime>=1.18'
+	touch $@
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 # Each benchmark prints ratios measured side by side in one run (absolute times drift on shared machines).
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed kserve
 	$(BIN)/python bench/bench_inspection.py
 	$(BIN)/python bench/bench_station.py
 	$(BIN)/python bench/bench_reject.py
 	$(BIN)/python bench/bench_calibration.py
 	$(BIN)/python bench/bench_archive.py
 	$(BIN)/python bench/bench_plc_trigger.py
-	$(BIN)/python bench/bench_neuron.py
 	$(BIN)/python bench/bench_quantize.py
+	$(BIN)/python bench/bench_neuron.py
+	$(BIN)/python bench/bench_remote.py
 	$(BIN)/python bench/chaos.py
 
 # Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).
@@ -105,4 +115,4 @@ default-model-baseline: $(VENV)/.installed
 	$(BIN)/python -m lineinspect.offline.frame_baseline --model models/default --good build/teach-good/good
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

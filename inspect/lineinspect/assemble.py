@@ -20,6 +20,7 @@ from lineinspect.core.calibration import load_calibrations, warn_small_limits
 from lineinspect.core.inspector import Inspector, PlaneCalibration
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.recipe import Recipe
+from lineinspect.core.remote import RemoteOutage
 from lineinspect.core.result import Result, ResultSink, ResultSinks
 from lineinspect.errors import ConfigError, ModelError
 from lineinspect.line.archive.archive import ImageArchive
@@ -123,10 +124,33 @@ def build_inspector(
         loaded = load_calibrations(station_dir, [c.id for c in cameras])
         warn_small_limits(config.recipes, loaded)
         calibrations = loaded
-    models = load_models(station_dir, config.recipes, runtime_options(config.runtime))
+    # A model on an inference server waits for it within the part's budget at most.
+    options = dataclasses.replace(runtime_options(config.runtime), remote_budget_ms=config.budget_ms)
+    models = load_models(station_dir, config.recipes, options)
     recipes = {r.id: r for r in config.recipes}
     camera_limits = {c.id: c.frame_limits() for c in cameras}
     return Inspector(models, recipes, config.default_recipe_id, calibrations, camera_limits)
+
+
+REMOTE_ALARM_SOURCE = "remote"
+REMOTE_ALARM_KIND = "inference_server_unreachable"
+
+
+def report_remote_outages(inspector: Inspector, events: StationEvents) -> Inspector:
+    """Each remote model's outages as a station alarm (source `remote.<model>`): raised when its server stops
+    answering, cleared when it answers again. Returns the inspector (for the reload loader)."""
+
+    def down(outage: RemoteOutage) -> None:
+        message = f"{outage.message}; parts of model '{outage.model_id}' are undecided (rejected) until it answers"
+        events.raise_alarm(StationAlarm(f"{REMOTE_ALARM_SOURCE}.{outage.model_id}", REMOTE_ALARM_KIND, message))
+
+    def up(outage: RemoteOutage, message: str) -> None:
+        events.clear_alarm(f"{REMOTE_ALARM_SOURCE}.{outage.model_id}", REMOTE_ALARM_KIND, message)
+
+    for model in inspector.models.values():
+        if model.remote_outages is not None:
+            model.remote_outages.listen(down, up)
+    return inspector
 
 
 def single_model_inspector(path: Path, options: RuntimeOptions, recipe: Recipe | None = None) -> Inspector:
@@ -312,6 +336,7 @@ def build_station(
             station_dir=station_dir,
         )
         events = StationEvents(publisher)
+        report_remote_outages(inspector, events)
         watch = LinkWatch(
             publisher.stats,
             events,
@@ -338,7 +363,7 @@ def build_station(
         book = RecipeBook(
             inspector,
             {cam.id: cam.recipe for cam in cameras},
-            load=lambda: build_inspector(station_dir, load_station(station_dir)),
+            load=lambda: report_remote_outages(build_inspector(station_dir, load_station(station_dir)), events),
             audit=ChangeoverAudit(station_dir / "var" / "changeover.jsonl"),
             listener=events,
         )

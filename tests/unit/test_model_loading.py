@@ -97,3 +97,10 @@ def test_missing_execution_provider_falls_back_to_cpu_with_a_warning(
     model = Model.load(brightness_anomaly(tmp_path / "m"), options)
     assert model.session.get_providers() == ["CPUExecutionProvider"]
     assert "TensorrtExecutionProvider" in caplog.text and "not installed" in caplog.text
+
+
+def test_remote_card_is_refused_when_its_url_has_a_scheme(tmp_path: Path) -> None:
+    model_dir = brightness_anomaly(tmp_path / "m")
+    _edit_card(model_dir, runtime={"remote": {"url": "http://10.0.4.20:8000", "model": "m", "protocol": "http"}})
+    with pytest.raises(ModelError, match=r"runtime.remote.url: .*not host:port; write e.g. 10.0.4.20:8001"):
+        Model.load(model_dir, OPTIONS)

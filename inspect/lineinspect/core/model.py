@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -14,6 +16,7 @@ import onnxruntime as ort
 from lineinspect.core.adapters import Adapter, AdapterError, ModelOutput, make_adapter
 from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
 from lineinspect.core.preprocess import Geometry, preprocess
+from lineinspect.core.remote import RemoteOutages, RemoteSession
 from lineinspect.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -21,12 +24,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
-    """onnxruntime settings. Threads: 0 lets onnxruntime choose."""
+    """onnxruntime settings. Threads: 0 lets onnxruntime choose.
+
+    remote_budget_ms: the part's budget, the longest a card with `runtime.remote` may wait for its server.
+    """
 
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     inter_op_threads: int = 1
     allow_spinning: bool = False
+    remote_budget_ms: float = 1000.0
+
+
+class Session(Protocol):
+    """What a Model needs of its session: onnxruntime's `InferenceSession`, or a `RemoteSession`."""
+
+    def get_inputs(self) -> Sequence[Any]: ...
+
+    def get_outputs(self) -> Sequence[Any]: ...
+
+    def get_modelmeta(self) -> Any: ...
+
+    def run(self, output_names: list[str], input_feed: Mapping[str, np.ndarray]) -> Sequence[Any]: ...
 
 
 def choose_providers(requested: tuple[str, ...]) -> list[str]:
@@ -58,7 +77,7 @@ class Inference:
 class Model:
     """A model folder (`model.onnx` + `model.yaml`) ready to run. Thread-safe."""
 
-    def __init__(self, path: Path, card: ModelCard, session: ort.InferenceSession) -> None:
+    def __init__(self, path: Path, card: ModelCard, session: Session) -> None:
         self.path = path
         self.card = card
         self.session = session
@@ -102,9 +121,19 @@ class Model:
                 f"{onnx_path}: sha256 is {actual} but {model_dir / 'model.yaml'} says {card.sha256}; "
                 "the model file was changed or the card belongs to another model"
             )
-        model = cls(model_dir, card, open_session(onnx_path, options))
+        model = cls(model_dir, card, open_remote(onnx_path, card, options) or open_session(onnx_path, options))
         model.warm_up()
         return model
+
+    @property
+    def remote_outages(self) -> RemoteOutages | None:
+        """A remote model's outages (its server stopped / started answering); None: it runs in the station."""
+        return self.session.outages if isinstance(self.session, RemoteSession) else None
+
+    def close(self) -> None:
+        """Let go of the session's connections (a remote model); an onnxruntime session needs nothing."""
+        if isinstance(self.session, RemoteSession):
+            self.session.close()
 
     def warm_up(self) -> None:
         spec = self.card.input
@@ -145,6 +174,22 @@ def open_session(onnx_path: Path, options: RuntimeOptions) -> ort.InferenceSessi
         return ort.InferenceSession(str(onnx_path), sess_options=so, providers=choose_providers(options.providers))
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {exc}") from exc
+
+
+def open_remote(onnx_path: Path, card: ModelCard, options: RuntimeOptions) -> RemoteSession | None:
+    """The card's inference server session (None: the card runs the model in the station); ModelError: why not."""
+    remote = card.runtime.remote if card.runtime is not None else None
+    if remote is None:
+        return None
+    timeout_ms = min(remote.timeout_ms or options.remote_budget_ms, options.remote_budget_ms)
+    if remote.timeout_ms is not None and remote.timeout_ms > options.remote_budget_ms:
+        log.warning(
+            "%s: runtime.remote.timeout_ms %g is longer than the part's budget; waiting %g ms at most",
+            onnx_path.parent / "model.yaml",
+            remote.timeout_ms,
+            timeout_ms,
+        )
+    return RemoteSession.open(onnx_path, card, timeout_ms=timeout_ms)
 
 
 def _check_input_shape(path: Path, card: ModelCard, shape: list[object]) -> None:
