@@ -31,6 +31,17 @@ NODESET = Path(__file__).resolve().parents[3] / "shared" / "vendor" / "opcua" / 
 CLIENT_URI = "urn:test:mes"
 
 
+def server_section(certs: OpcUaCertificates, nodeset: Path, *, password_env: str = "MES_PW") -> dict[str, Any]:
+    """station.yaml's opcua_server: a free port, the server's certificate, one user `mes`."""
+    return {
+        "port": free_port(),
+        "nodeset_file": str(nodeset),
+        "certificate_file": str(certs.server_cert),
+        "private_key_file": str(certs.server_key),
+        "users": [{"username": "mes", "password_env": password_env}],
+    }
+
+
 @pytest.fixture
 def certs(tmp_path: Path) -> OpcUaCertificates:
     return make_opcua_certs(tmp_path / "pki", server_uri="urn:lineinspect:st1", client_uri=CLIENT_URI)
@@ -40,15 +51,7 @@ def certs(tmp_path: Path) -> OpcUaCertificates:
 def served(certs: OpcUaCertificates) -> Iterator[tuple[OpcUaResultServer, dict[str, CameraState]]]:
     if not NODESET.is_file():
         pytest.skip(f"{NODESET} not found (the MachineVision NodeSet2 of shared/vendor/opcua)")
-    settings = OpcUaServerSettings.model_validate(
-        {
-            "port": free_port(),
-            "nodeset_file": str(NODESET),
-            "certificate_file": str(certs.server_cert),
-            "private_key_file": str(certs.server_key),
-            "users": [{"username": "mes", "password_env": "MES_PW"}],
-        }
-    )
+    settings = OpcUaServerSettings.model_validate(server_section(certs, NODESET))
     states = {"cam1": CameraState.CONNECTED, "cam2": CameraState.LOST}
     server = OpcUaResultServer(
         settings,
@@ -170,15 +173,7 @@ def test_server_failure_raises_its_alarm_and_never_reaches_the_sink(certs: OpcUa
     # given a nodeset file that is not one
     broken = tmp_path / "broken.xml"
     broken.write_text("<not a nodeset/>", encoding="utf-8")
-    settings = OpcUaServerSettings.model_validate(
-        {
-            "port": free_port(),
-            "nodeset_file": str(broken),
-            "certificate_file": str(certs.server_cert),
-            "private_key_file": str(certs.server_key),
-            "users": [{"username": "mes", "password_env": "MES_PW"}],
-        }
-    )
+    settings = OpcUaServerSettings.model_validate(server_section(certs, broken))
     alarms: list[tuple[str, str]] = []
     server = OpcUaResultServer(
         settings,
@@ -213,13 +208,7 @@ def test_a_running_station_shows_each_part_it_published_as_the_latest_result(
         pytest.skip(f"{NODESET} not found (the MachineVision NodeSet2 of shared/vendor/opcua)")
     certs = make_opcua_certs(tmp_path / "pki", server_uri="urn:lineinspect:teststation", client_uri=CLIENT_URI)
     monkeypatch.setenv("LINEINSPECT_TEST_MES_PW", "s3cret")
-    section = {
-        "port": free_port(),
-        "nodeset_file": str(NODESET),
-        "certificate_file": str(certs.server_cert),
-        "private_key_file": str(certs.server_key),
-        "users": [{"username": "mes", "password_env": "LINEINSPECT_TEST_MES_PW"}],
-    }
+    section = server_section(certs, NODESET, password_env="LINEINSPECT_TEST_MES_PW")
     expected = write_line_station(tmp_path / "station", mosquitto.port, parts="gb", opcua_server=section)
     with subscribed(mosquitto.port) as mes, running_station(tmp_path / "station") as station:
         server = next(o for o in station.outputs if isinstance(o, OpcUaResultServer))
