@@ -25,8 +25,9 @@ from lineinspect.line.events import StationEvents
 from lineinspect.line.mqtt import StationTopics
 from tests.helpers.graphs import brightness_anomaly
 from tests.helpers.kserve_server import KServeServer
-from tests.helpers.mosquitto import free_port
+from tests.helpers.mosquitto import Mosquitto, free_port
 from tests.helpers.station_dir import bad_part, good_part
+from tests.helpers.station_runtime import running_station, subscribed, write_line_station
 from tests.helpers.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,3 +197,47 @@ def test_remote_card_is_refused_when_no_server_answers_at_start(
     card = remote_copy(models_dir / "bright", tmp_path / "m", protocol, url, "bright", timeout_ms=500)
     with pytest.raises(ModelError, match=rf"{protocol}://{url} is not reachable .*start the inference server"):
         load(card)
+
+
+@pytest.mark.slow
+def test_a_running_station_rejects_unseen_parts_while_its_inference_server_is_away(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """As the MES sees it: results on MQTT are decided, then undecided with the server named while it is away
+    (one alarm on <prefix>/alarm), then decided again once it is back, without restarting the station."""
+    expected = write_line_station(tmp_path, mosquitto.port, parts="gb", recipes=[{"id": "part", "model": "remote"}])
+    served = tmp_path / "models" / "bright"
+    own = KServeServer({"bright": served / "model.onnx"})
+    try:
+        own.start()
+        remote_copy(served, tmp_path / "models" / "remote", "grpc", own.url("grpc"), "bright")
+        with subscribed(mosquitto.port) as mes, running_station(tmp_path) as station:
+
+            def results() -> list[dict[str, Any]]:
+                return [m.json() for m in mes.received("/result")]
+
+            def part() -> dict[str, Any]:
+                seen = len(results())
+                station.trigger("cam1")
+                mes.wait_until(lambda: len(results()) > seen, 10, "the part's result")
+                return results()[-1]
+
+            connected = lambda: station.status().to_payload()["cameras"][0]["state"] == "connected"  # noqa: E731
+            wait_for(connected, 10, "camera connected")
+            first = [part() for _ in expected]
+            assert [r["verdict"] for r in first] == expected, [(r["verdict"], r["reason"], r["image"]) for r in first]
+            own.stop()
+            away = [part() for _ in expected]
+            assert {r["verdict"] for r in away} == {"undecided"}
+            assert {r["undecided_kind"] for r in away} == {"inference"}
+            assert f"inference server grpc://{own.url('grpc')} model 'bright'" in away[0]["reason"]
+            alarms = [m.json() for m in mes.received("/alarm")]
+            assert [(a["source"], a["kind"], a["active"]) for a in alarms] == [
+                ("remote.bright", REMOTE_ALARM_KIND, True)  # the card's model name
+            ]
+            own.start()
+            back: list[str] = []
+            wait_for(lambda: back.append(part()["verdict"]) or back[-1] != "undecided", 30, "decided parts again")
+            mes.wait_until(lambda: any(not m.json()["active"] for m in mes.received("/alarm")), 10, "alarm cleared")
+    finally:
+        own.close()

@@ -26,6 +26,7 @@ from lineinspect.core.plausibility import (
     resolve_limits,
 )
 from lineinspect.core.recipe import Decision, Recipe, decide
+from lineinspect.core.remote import RemoteInferenceError
 from lineinspect.core.result import Provenance, Result, UndecidedKind
 from lineinspect.errors import LineinspectError
 
@@ -125,6 +126,9 @@ class Inspector:
         recipe = self.recipe(recipe_id)
         try:
             return self._judge(frame, recipe)
+        except RemoteInferenceError as exc:  # the outage is logged and alarmed once, not a traceback per part
+            log.debug("camera %s, recipe %s: %s", frame.camera_id, recipe.id, exc)
+            return self._undecided(frame, recipe, UndecidedKind.INFERENCE, f"not inspected: {exc}")
         except Exception as exc:
             log.exception("inspecting a frame of camera %s with recipe %s failed", frame.camera_id, recipe.id)
             return self._undecided(
