@@ -106,3 +106,24 @@ def test_only_the_last_setups_are_kept_and_an_expired_one_falls_back_to_the_curr
     for _ in range(SETUPS_KEPT + 1):
         assert book.reload(source="http").ok
     assert book.inspector_for(oldest) is book.current
+
+
+def test_the_models_of_an_expired_setup_are_let_go(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote model's connections must not pile up over months of reloads: an expired setup's models are closed,
+    and not before it expires."""
+    closed: list[int] = []
+    first = two_recipes(model_dir)
+    for model in first.models.values():
+        monkeypatch.setattr(model, "close", lambda m=model: closed.append(id(m)))
+    setups = [first]
+
+    def load() -> Inspector:
+        setups.append(two_recipes(model_dir))
+        return setups[-1]
+
+    book = RecipeBook(first, {"cam1": None}, load=load)
+    for _ in range(SETUPS_KEPT - 1):
+        assert book.reload(source="http").ok
+    assert closed == []  # setup 1 is still kept
+    assert book.reload(source="http").ok
+    assert closed == [id(m) for m in first.models.values()]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,7 +250,7 @@ class RecipeBook:
                     setup = self._current + 1
                     self._setups[setup] = fresh
                     for old in sorted(self._setups)[:-SETUPS_KEPT]:
-                        del self._setups[old]
+                        _let_go(self._setups.pop(old), kept=self._setups.values())
                     self._current = setup
                     # Each camera keeps its recipe id, now from the new setup (a changed recipe applies too).
                     self._active = {cam: Selection(sel.recipe_id, setup) for cam, sel in self._active.items()}
@@ -284,6 +284,15 @@ class RecipeBook:
     def close(self) -> None:
         if self._audit is not None:
             self._audit.close()
+
+
+def _let_go(dropped: Inspector, *, kept: Iterable[Inspector]) -> None:
+    """Close the models of a setup no part can be triggered with any more (a remote model's connections), unless
+    a kept setup holds the same object. A part still in flight on it is SETUPS_KEPT reloads old: there is none."""
+    in_use = {id(model) for inspector in kept for model in inspector.models.values()}
+    for model in dropped.models.values():
+        if id(model) not in in_use:
+            model.close()
 
 
 def _models(inspector: Inspector) -> dict[str, str]:
