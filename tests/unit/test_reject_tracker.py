@@ -406,6 +406,28 @@ def test_part_without_verdict_at_the_ejector_is_rejected_as_late() -> None:
     assert rig.parts.was_decided(1)
 
 
+@pytest.mark.parametrize(
+    ("verdict", "reject_undecided", "timed_to_the_ms"),
+    [
+        (Verdict.FAIL, True, True),
+        (None, True, True),  # no verdict yet: it may be late, and a late part is rejected
+        (Verdict.UNDECIDED, True, True),
+        (Verdict.UNDECIDED, False, False),
+        (Verdict.PASS, True, False),  # nothing to switch: the scheduler need not spin for it
+    ],
+)
+def test_only_decisions_that_may_pulse_are_timed_to_the_ms(
+    verdict: Verdict | None, reject_undecided: bool, timed_to_the_ms: bool
+) -> None:
+    rig = Rig(settings(reject_undecided=reject_undecided))
+    assert rig.timed.acts_on(rig.part(1, verdict)) is timed_to_the_ms
+
+
+def test_plc_mode_times_only_the_undecided_write_at_the_budget() -> None:
+    rig = Rig(settings(mode="verdict_to_plc", delay_ms=None, plc_deadline_ms=40))
+    assert rig.plc.acts_on(rig.part(1, None)) and not rig.plc.acts_on(rig.part(2, Verdict.FAIL))
+
+
 def test_pulse_started_more_than_half_a_width_late_raises_deadline_alarm() -> None:
     rig = Rig(settings())
     part = rig.part(1, Verdict.FAIL)

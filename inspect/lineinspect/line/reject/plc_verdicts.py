@@ -40,6 +40,10 @@ class PlcVerdicts:
         """Trigger + inspection_budget_ms: a part still without a verdict then is written as undecided."""
         return ref.deadline_ns(self._settings.inspection_budget_ms)
 
+    def acts_on(self, part: TrackedPart) -> bool:
+        """At the budget only a part still without a verdict gets a write (the undecided code)."""
+        return part.verdict is None
+
     def verdict_arrived(self, part: TrackedPart) -> None:
         self._ctx.schedule.at(time.monotonic_ns(), lambda due_ns: self.decide(part, due_ns))
 

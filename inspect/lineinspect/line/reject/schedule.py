@@ -25,31 +25,47 @@ Action = Callable[[int], None]
 """Run on the scheduler thread with the time (monotonic ns) it was due."""
 
 
+OnTime = Callable[[], bool]
+"""Asked on the scheduler thread shortly before an action is due: must it start on the dot (the scheduler then
+holds the GIL spinning up to it)? An ejector decision for a part known to pass need not."""
+
+
 class Schedule:
     """Actions by due time (monotonic ns); `cond` wakes the scheduler thread whenever one is added."""
 
     def __init__(self) -> None:
         # Reentrant (Condition's default lock): a mode may add actions while the tracker holds the condition.
         self.cond = threading.Condition()
-        self._events: list[tuple[int, int, Action]] = []
+        self._events: list[tuple[int, int, Action, OnTime | None]] = []
         self._seq = itertools.count()  # keeps equal due times in the order they were added
 
-    def at(self, due_ns: int, action: Action) -> None:
-        """Any thread: run `action` at `due_ns` (now or in the past: as soon as the scheduler gets to it)."""
+    def at(self, due_ns: int, action: Action, *, on_time: OnTime | None = None) -> None:
+        """Any thread: run `action` at `due_ns` (now or in the past: as soon as the scheduler gets to it).
+
+        `on_time`: whether it must start on time (see OnTime); None: it need not (bookkeeping, alarms).
+        """
         with self.cond:
-            heapq.heappush(self._events, (due_ns, next(self._seq), action))
+            heapq.heappush(self._events, (due_ns, next(self._seq), action, on_time))
             self.cond.notify()
 
     def next_due_ns(self) -> int | None:
         with self.cond:
             return self._events[0][0] if self._events else None
 
+    def next_on_time(self) -> tuple[int, bool] | None:
+        """Due time of the earliest action and whether it must start on time; None when there is none."""
+        with self.cond:
+            if not self._events:
+                return None
+            due_ns, _, _, on_time = self._events[0]
+            return due_ns, on_time is not None and on_time()
+
     def pop_due(self, now_ns: int) -> tuple[int, Action] | None:
         """The earliest action due by `now_ns` with its due time; None when none is."""
         with self.cond:
             if not self._events or self._events[0][0] > now_ns:
                 return None
-            due_ns, _, action = heapq.heappop(self._events)
+            due_ns, _, action, _ = heapq.heappop(self._events)
             return due_ns, action
 
 

@@ -295,11 +295,30 @@ class RejectSettings(BaseModel):
         256, gt=0, description="Parts tracked between camera and ejector; more raises an alarm."
     )
     scheduler_priority: int | None = Field(
-        None,
+        50,
         ge=1,
         le=99,
-        description="Linux SCHED_FIFO priority of the pulse scheduler thread (needs CAP_SYS_NICE); keeps pulses "
-        "on time when the host is loaded. null: normal scheduling.",
+        description="Linux SCHED_FIFO priority of the pulse scheduler thread (needs CAP_SYS_NICE or an RTPRIO "
+        "limit; without, a warning and normal scheduling). With every core busy (inspection), a woken "
+        "normal-priority thread can wait several ms for a time slice; a FIFO thread runs at once. null: normal "
+        "scheduling (pulses then run late under load; see README, Reject actuation).",
+    )
+    scheduler_spin_ms: float | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="How long before each due event the pulse scheduler stops sleeping and spins, holding the GIL "
+        "until the event. A thread that has the GIL keeps it for at least one GIL switch interval "
+        "(sys.getswitchinterval(), 5 ms by default) whatever other threads do, while getting it back after a sleep "
+        "can take that long: a spin of one interval makes the write start on time. null: one switch interval when "
+        "the thread runs with SCHED_FIFO, else 0 (a spinning normal-priority thread is preempted mid-spin). "
+        "0: sleep up to the due time.",
+    )
+    scheduler_cpus: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        min_length=1,
+        description="CPU numbers the pulse scheduler thread may run on (os.sched_setaffinity), e.g. [1] with the "
+        "inference threads kept off CPU 1; the pin only pays off where nothing else runs there. null: any CPU.",
     )
     audit_dir: str = Field("data/reject-audit", description="Folder (relative to the station dir) of the audit trail.")
 

@@ -44,6 +44,11 @@ class TimedEjection:
         assert self._settings.delay_ms is not None
         return ref.trigger_ns + int(self._settings.delay_ms * MS_NS)
 
+    def acts_on(self, part: TrackedPart) -> bool:
+        """Whether deciding the part may switch the ejector (so far: any part not known to pass)."""
+        verdict = part.verdict
+        return verdict is not Verdict.PASS and (verdict is not Verdict.UNDECIDED or self._settings.reject_undecided)
+
     def verdict_arrived(self, part: TrackedPart) -> None:
         """Nothing to do: the verdict is read when the part reaches the ejector."""
 
@@ -88,7 +93,7 @@ class TimedEjection:
         part.fired_ns = actual
         off_ns = actual + self._width_ns
         self._ejector_off_ns = max(self._ejector_off_ns or 0, off_ns)
-        self._ctx.schedule.at(off_ns, lambda off_due_ns: self._pulse_ended(part, off_due_ns))
+        self._ctx.schedule.at(off_ns, lambda off_due_ns: self._pulse_ended(part, off_due_ns), on_time=_always)
         self._inputs.expect_confirm(part)
         self._ctx.audit.record(
             part.audit_record(
@@ -120,3 +125,7 @@ class TimedEjection:
         self._ctx.audit.record(
             part.audit_record(AuditEvent.PULSE_END, scheduled_ns=due_ns, actual_ns=time.monotonic_ns())
         )
+
+
+def _always() -> bool:
+    return True

@@ -12,15 +12,29 @@ actuator and runs, in time order, what the mode scheduled:
 Between events it reads the optional inputs (InputWatch, inputs.py); alarms and
 the stop-line output are latched in AlarmLatch (latch.py) until `reset_alarms()`.
 
-Timing: the thread waits on the schedule's condition until `fine_ms` before
-the next event, then sleeps in 0.1 ms slices until it is due
-(bench/bench_reject.py measures the start error against waiting alone).
+Timing (bench/bench_reject.py measures it at a Modbus server, with and
+without inspection threads in the process): the thread waits on the
+schedule's condition until 1 ms + spin before the next event, sleeps in
+0.1 ms slices until spin before it, then spins until it is due (only for an
+event that may switch an output: a pulse, its end, a part not known to pass). What made
+pulses late was not the clock but two waits after each wake-up:
+- the GIL: a woken thread waits up to one GIL switch interval
+  (sys.getswitchinterval(), 5 ms) for an inspection thread to hand it over.
+  The spin (`scheduler_spin_ms`, default: one switch interval) takes the GIL
+  one interval early and keeps it: no other thread can force it away sooner
+  than an interval after it was taken, so the due time falls inside the hold;
+- the CPU: with every core busy, a woken normal-priority thread waits for a
+  time slice (we saw 3-6 ms), and a spinning one is preempted holding the GIL.
+  `scheduler_priority` (SCHED_FIFO 50 by default) removes both; without it
+  the default spin is 0.
+`scheduler_priority` and `scheduler_cpus` (affinity) apply to this one thread.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +58,7 @@ from lineinspect.line.reject.timed import TimedEjection
 log = logging.getLogger(__name__)
 
 _FINE_SLICE_NS = 100_000  # 0.1 ms
+_SLEEP_PHASE_NS = MS_NS  # sleep in slices this long before the spin: Condition.wait overshoots by a few 100 µs
 _IDLE_WAIT_NS = 50 * MS_NS  # nothing scheduled: look again this often
 _ENCODER_POLL_NS = MS_NS // 2  # how often the encoder is read while a part travels by counts
 
@@ -53,6 +68,10 @@ class ModeStrategy(Protocol):
 
     def decision_due_ns(self, ref: PartRef) -> int | None:
         """Any thread: when the part is to be decided (monotonic ns); None: once the encoder has moved far enough."""
+        ...
+
+    def acts_on(self, part: TrackedPart) -> bool:
+        """Scheduler thread, shortly before the decision: may deciding it switch an output (then it is timed)?"""
         ...
 
     def verdict_arrived(self, part: TrackedPart) -> None:
@@ -78,9 +97,8 @@ class RejectTracker:
         counters: RejectCounters | None = None,
         on_alarm: AlarmSink | None = None,
         encoder_position: Callable[[], int] | None = None,
-        fine_ms: float = 1.0,
     ) -> None:
-        """`encoder_position` reads the conveyor encoder (needed with `encoder_counts`); `fine_ms`: see the module."""
+        """`encoder_position` reads the conveyor encoder (needed with `encoder_counts`)."""
         settings.check_physics()
         if settings.encoder_counts is not None and encoder_position is None:
             raise ConfigError("reject.encoder_counts is set but the station has no encoder input to read")
@@ -89,7 +107,7 @@ class RejectTracker:
         self.audit = audit
         self.counters = counters or RejectCounters()
         self._encoder_position = encoder_position
-        self._fine_ns = int(fine_ms * MS_NS)
+        self._spin_ns = 0  # set by the thread when it starts: it follows the switch interval at that time
         self._schedule = Schedule()
         self._parts = InFlight(capacity=settings.max_parts_in_flight)
         self._encoder_waiting: deque[TrackedPart] = deque()
@@ -143,7 +161,9 @@ class RejectTracker:
                 self._encoder_waiting.append(tracked)
                 self._schedule.cond.notify()
         else:
-            self._schedule.at(due_ns, lambda due: self._mode.decide(tracked, due))
+            self._schedule.at(
+                due_ns, lambda due: self._mode.decide(tracked, due), on_time=lambda: self._mode.acts_on(tracked)
+            )
 
     def verdict_ready(self, part_number: int, result_id: str, verdict: Verdict) -> None:
         """Attach the inspection's verdict to a tracked part."""
@@ -188,22 +208,48 @@ class RejectTracker:
 
     # --- scheduler thread ----------------------------------------------------------------------------
     def _run(self) -> None:
-        priority = self.settings.scheduler_priority
-        if priority is not None:
-            try:
-                # pid 0 = this thread on Linux: only the scheduler gets real-time priority.
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-            except (OSError, AttributeError) as exc:
-                log.warning(
-                    "reject.scheduler_priority %s not applied (%s); give the service CAP_SYS_NICE or set it to null",
-                    priority,
-                    exc,
-                )
+        realtime = self._tune_thread()
+        self._spin_ns = spin_ns_for(
+            self.settings.scheduler_spin_ms, realtime=realtime, switch_interval_s=sys.getswitchinterval()
+        )
         try:
             while self._wait_for_due():
                 self._process_due()
         finally:
             self._mode.stop()
+
+    def _tune_thread(self) -> bool:
+        """Real-time priority and CPU pin for this thread only (pid 0 = the calling thread on Linux).
+
+        True when the thread runs with SCHED_FIFO.
+        """
+        realtime = False
+        priority = self.settings.scheduler_priority
+        if priority is not None:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+                realtime = True
+            except (OSError, AttributeError) as exc:
+                log.warning(
+                    "reject.scheduler_priority %s not applied (%s): ejector pulses may start several ms late while "
+                    "inspection keeps the cores busy. Give the service CAP_SYS_NICE (systemd: "
+                    "AmbientCapabilities=CAP_SYS_NICE; docker: --cap-add SYS_NICE) or set it to null",
+                    priority,
+                    exc,
+                )
+        cpus = self.settings.scheduler_cpus
+        if cpus is not None:
+            try:
+                os.sched_setaffinity(0, cpus)
+            except (OSError, AttributeError, ValueError) as exc:
+                allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "unknown"
+                log.warning(
+                    "reject.scheduler_cpus %s not applied (%s); this process may run on CPUs %s",
+                    cpus,
+                    exc,
+                    allowed,
+                )
+        return realtime
 
     def _wait_for_due(self) -> bool:
         """Wait until the next event (or encoder / input read) is due; False when stopping."""
@@ -213,22 +259,20 @@ class RejectTracker:
                 if self._stop:
                     return False
                 now = time.monotonic_ns()
-                due = self._schedule.next_due_ns()
-                if due is None:
-                    due = now + _IDLE_WAIT_NS
-                if self._encoder_waiting:
-                    due = min(due, now + _ENCODER_POLL_NS)
+                head = self._schedule.next_on_time()
+                due, on_time = head if head is not None else (now + _IDLE_WAIT_NS, False)
+                others = [now + _ENCODER_POLL_NS] if self._encoder_waiting else []
                 poll_ns = self._inputs.due_ns(now)
                 if poll_ns is not None:
-                    due = min(due, poll_ns)
-                wait_ns = due - now - self._fine_ns
+                    others.append(poll_ns)
+                if others and min(others) < due:
+                    due, on_time = min(others), False  # a read: a little late does no harm
+                spin_ns = self._spin_ns if on_time else 0
+                wait_ns = due - now - _SLEEP_PHASE_NS - spin_ns
                 if wait_ns > 0:
                     cond.wait(wait_ns / 1e9)
                     continue  # re-evaluate: a new event may be due sooner
-            # The last ~fine_ms in short sleeps: Condition.wait overshoots by a few hundred µs under load,
-            # and a busy spin would hold the GIL and a core that the network stack and other threads need.
-            while (left_ns := due - time.monotonic_ns()) > 0:
-                time.sleep(min(left_ns, _FINE_SLICE_NS) / 1e9)
+            close_in(due, spin_ns=spin_ns)
             return True
 
     def _process_due(self) -> None:
@@ -253,6 +297,27 @@ class RejectTracker:
                 break
             self._encoder_waiting.popleft()
             self._mode.decide(part, time.monotonic_ns())
+
+
+def spin_ns_for(spin_ms: float | None, *, realtime: bool, switch_interval_s: float) -> int:
+    """`reject.scheduler_spin_ms` in ns. None: one GIL switch interval for a SCHED_FIFO thread (the GIL is then
+    held across the due time), 0 for a normal one (the kernel would preempt it mid-spin, GIL and all)."""
+    if spin_ms is not None:
+        return int(spin_ms * MS_NS)
+    return int(switch_interval_s * 1e9) if realtime else 0
+
+
+def close_in(due_ns: int, *, spin_ns: int) -> None:
+    """Return at `due_ns` (monotonic), never before: short sleeps until `spin_ns` before it, then a spin.
+
+    The sleeps let other threads run; each ends by taking the GIL back, which can take up to one switch
+    interval. The spin then keeps the GIL (and the core): a waiting thread forces it away no sooner than one
+    interval after it was taken, so with `spin_ns` of one interval the GIL is still held at `due_ns`.
+    """
+    while (left_ns := due_ns - spin_ns - time.monotonic_ns()) > 0:
+        time.sleep(min(left_ns, _FINE_SLICE_NS) / 1e9)
+    while time.monotonic_ns() < due_ns:
+        pass
 
 
 def reset_message(kinds: list[str]) -> str:
