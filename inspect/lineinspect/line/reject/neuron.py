@@ -17,7 +17,8 @@ non-zero error raises ActuatorError naming the code's meaning where known.
 A write's `error: 0` says less than it seems: Neuron's Modbus driver answers
 once the request is on the wire, before the PLC's reply, so a write the PLC
 refuses (a wrong coil address) is answered 0 too. The start-up read therefore
-warns about every mapped tag that Neuron cannot read from the PLC.
+refuses an output tag the PLC refuses to read, and warns about other tags
+Neuron cannot read from the PLC.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from lineinspect.line.reject.actuator import ActuatorError, InputStates, Output,
 from lineinspect.line.reject.settings import NeuronBackend
 
 log = logging.getLogger(__name__)
+
+PLC_REFUSED_READ = 3000  # Neuron's "plugin read failure": the PLC answered the read with an error
 
 # Neuron error codes a reject write meets (from Neuron's published error-code list).
 NEURON_ERRORS: dict[int, str] = {
@@ -168,19 +171,28 @@ class NeuronActuator:
             raise ActuatorError(f"{self.describe}: the broker did not confirm the subscription to Neuron's responses")
         # A read of the group proves that the north app answers and that node and group exist, without
         # switching anything.
-        self._warn_unreadable(self._read_group("checking the gateway"))
+        self._check_readable(self._read_group("checking the gateway"))
 
-    def _warn_unreadable(self, answer: dict[str, Any]) -> None:
-        """Log each mapped tag the group read could not get from the PLC: Neuron would answer its writes with 0."""
+    def _check_readable(self, answer: dict[str, Any]) -> None:
+        """Each mapped tag the group read could not get from the PLC. Neuron would answer writes to it with 0
+        whether the PLC takes them or not, so an output tag the PLC refuses to read (error 3000: a wrong address,
+        as a Modbus backend's read-back finds) is refused now rather than passing bad parts silently; any other
+        read error is logged."""
         errors = {
             str(entry["name"]): entry["error"]
             for entry in answer.get("tags", [])
             if isinstance(entry, dict) and "name" in entry and "error" in entry
         }
-        mapped = [tag for tag in self._tags.values() if tag is not None] + list(self._inputs.values())
-        for tag in dict.fromkeys(mapped):
+        outputs = [tag for tag in self._tags.values() if tag is not None]
+        for tag in dict.fromkeys(outputs + list(self._inputs.values())):
             if tag in errors:
                 code = int(errors[tag]) if isinstance(errors[tag], int | float) else -1
+                if code == PLC_REFUSED_READ and tag in outputs:
+                    raise ActuatorError(
+                        f"{self.describe}: the PLC refuses to read output tag {tag} (Neuron error {code}: "
+                        f"{neuron_error_meaning(code)}); Neuron would answer writes to it with 0 whether the PLC "
+                        "takes them or not. Fix the tag's address in Neuron's south node"
+                    )
                 log.warning(
                     "%s: tag %s reads with Neuron error %s (%s); Neuron answers writes to it with error 0 once "
                     "they are sent, whether the PLC takes them or not",
