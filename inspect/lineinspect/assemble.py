@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import cv2
+
 from lineinspect.config import RuntimeSection, StationConfig, load_station
 from lineinspect.core.calibration import load_calibrations, warn_small_limits
 from lineinspect.core.inspector import Inspector, PlaneCalibration
@@ -124,6 +126,8 @@ def build_inspector(
         loaded = load_calibrations(station_dir, [c.id for c in cameras])
         warn_small_limits(config.recipes, loaded)
         calibrations = loaded
+    # A process-wide setting, made here with the models it shares the cores with (docs/architecture.md, Threads).
+    cv2.setNumThreads(config.runtime.opencv_threads)
     # A model on an inference server waits for it within the part's budget at most.
     options = dataclasses.replace(runtime_options(config.runtime), remote_budget_ms=config.budget_ms)
     models = load_models(station_dir, config.recipes, options)

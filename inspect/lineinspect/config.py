@@ -61,7 +61,16 @@ class RuntimeSection(BaseModel):
     intra_op_threads: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1),
         ge=0,
-        description="Threads one inference may use (0: onnxruntime decides).",
+        description="Threads one inference may use (0: onnxruntime decides). Default: the CPU cores shared out "
+        "among line.inspection_threads (cores // inspection_threads, at least 1), so that the parts inspected at "
+        "once never ask for more threads than there are cores.",
+    )
+    opencv_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads one OpenCV call may use (resize, undistortion, connected components). 1 (or 0): each "
+        "call runs on the thread that makes it, beside onnxruntime's threads instead of fighting them for the "
+        "cores; raise it only where cores are left over.",
     )
     inter_op_threads: int = Field(1, ge=0, description="Threads for parallel graph branches.")
     allow_spinning: bool = Field(
@@ -170,6 +179,14 @@ class StationConfig(BaseModel):
     sparkplug: SparkplugSettings | None = Field(
         None, description="Sparkplug B edge node for SCADA, one device per camera (a live view); null: none."
     )
+
+    @model_validator(mode="after")
+    def _threads_fit_the_cores(self) -> StationConfig:
+        # The rule (docs/architecture.md, Threads): inspection threads × intra-op threads = cores.
+        if "intra_op_threads" not in self.runtime.model_fields_set:
+            cores = os.cpu_count() or 1
+            self.runtime.intra_op_threads = max(1, cores // self.line.inspection_threads)
+        return self
 
     @model_validator(mode="after")
     def _recipes_consistent(self) -> StationConfig:

@@ -24,7 +24,8 @@ from tests.helpers.subscriber import assert_complete_in_order
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = 3
-BURST = 8
+# Large enough that parts are still in flight when the kill comes, however fast the station clears them.
+BURST = 16
 
 
 def test_every_accepted_trigger_ends_as_exactly_one_result_across_repeated_kills(tmp_path: Path) -> None:

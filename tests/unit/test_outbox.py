@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import multiprocessing.synchronize
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,53 @@ def test_append_refuses_loudly_when_outbox_is_full(tmp_path: Path, caplog: pytes
             outbox.ack(seq)
         assert not outbox.alarm
         assert outbox.append(make_result(6), TOPIC).sequence == 6
+
+
+def test_writers_that_meet_share_commits_and_each_result_is_stored_when_its_append_returns(tmp_path: Path) -> None:
+    # given: 6 camera workers appending and a trigger thread journaling, all at once
+    path = tmp_path / "outbox.sqlite"
+    n_threads, per_thread = 6, 30
+    stored: dict[str, int] = {}
+    seen_after_return: list[bool] = []
+    start = threading.Barrier(n_threads + 1)
+    with Outbox(path) as outbox:
+
+        def worker(t: int) -> None:
+            start.wait()
+            for i in range(per_thread):
+                result = part_result(t * 1000 + i)
+                stamped = outbox.append(result, TOPIC)
+                assert stamped.sequence is not None
+                stored[stamped.result_id] = stamped.sequence
+                # when: append has returned, the row is there for the sender
+                seen_after_return.append(
+                    any(e.result_id == stamped.result_id for e in outbox.pending(1, stamped.sequence - 1))
+                )
+
+        def journal() -> None:
+            start.wait()
+            for n in range(per_thread):
+                record(outbox, 90_000 + n)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+        threads.append(threading.Thread(target=journal))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        commits, writes = outbox.commits
+        assert outbox.ack_many(range(1, 11)) == 10  # ten PUBACKs, one commit
+        assert outbox.commits == (commits + 1, writes + 1)
+    # then: every result has its own sequence, none lost or repeated, all there after a reopen
+    total = n_threads * per_thread
+    assert sorted(stored.values()) == list(range(1, total + 1))
+    assert all(seen_after_return) and len(seen_after_return) == total
+    assert writes == total + per_thread  # the results and the journal entries
+    assert commits < writes, "writers that met were not grouped into shared commits"
+    with Outbox(path) as outbox:
+        assert outbox.depth() == total - 10 and outbox.last_sequence == total
+        assert {e.result_id for e in outbox.pending(total)} == {r for r, seq in stored.items() if seq > 10}
+        assert len(outbox.open_parts()) == per_thread  # the journal entries, none of them closed by these results
 
 
 def test_open_gives_clear_error_when_file_is_not_a_database(tmp_path: Path) -> None:

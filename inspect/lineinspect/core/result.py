@@ -163,6 +163,9 @@ class Result:
     station: str | None = None
     run_id: str | None = None  # the station run that triggered the part: (run_id, camera_id, trigger_id) is unique
     sequence: int | None = None
+    # to_json's text, made at its first call: outbox, local store and MQTT share one serialisation. Not an
+    # __init__ field, so `dataclasses.replace` (stamped, overruled, the sequence) starts a copy without it.
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.verdict is Verdict.UNDECIDED) != (self.undecided_kind is not None):
@@ -302,7 +305,11 @@ class Result:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_payload(), ensure_ascii=False, separators=(",", ":"))
+        """The payload as compact JSON; serialised once per result (a result never changes)."""
+        if self._json is None:
+            object.__setattr__(self, "_json", json.dumps(self.to_payload(), ensure_ascii=False, separators=(",", ":")))
+        assert self._json is not None
+        return self._json
 
 
 ResultSink = Callable[[Result], None]

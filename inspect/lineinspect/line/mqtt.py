@@ -7,9 +7,10 @@ as last will when the process or its network dies) and
 `<prefix>/camera/<id>/status` (retained).
 
 Delivery: `ResultPublisher.publish_result` stores the result in the `Outbox`
-(which stamps the station `sequence`) and returns at once; one sender thread
-hands stored rows to paho in sequence order, at most `max_inflight` unacknowledged
-at a time, and deletes a row only after its PUBACK. Within one process paho
+(which stamps the station `sequence`) and returns once it is committed; one
+sender thread hands stored rows to paho in sequence order, at most
+`max_inflight` unacknowledged at a time, and deletes a row only after its
+PUBACK (the PUBACKs it has collected in one commit). Within one process paho
 keeps unacknowledged messages in memory and sends them again, in order, after a
 reconnect (MQTT 3.1.1 §4.4); the sender holds back newer rows until those are
 acknowledged, so the broker sees sequences in order. After a restart the outbox
@@ -505,18 +506,22 @@ class ResultPublisher:
                 events = []
             try:
                 stop = False
+                acked: list[int] = []
                 for kind, mid in events:
                     if kind == "ack":
                         sequence = self._in_flight.pop(mid, None)
                         self._sent_ns.pop(mid, None)
                         if sequence is not None:  # else: a status message
-                            self.outbox.ack(sequence)
-                            with self._state_lock:
-                                self._acked += 1
+                            acked.append(sequence)
                     elif kind == "connected":
                         self._publish_current()
                     elif kind == "stop":
                         stop = True
+                if acked:
+                    # Every PUBACK collected so far in one commit, not one fsync each.
+                    self.outbox.ack_many(acked)
+                    with self._state_lock:
+                        self._acked += len(acked)
                 if stop:
                     return
                 with self._state_lock:

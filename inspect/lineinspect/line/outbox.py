@@ -10,7 +10,16 @@ Durability: WAL journal with `synchronous=FULL`. In WAL mode NORMAL already
 survives a killed process, but after a power cut it may roll back the last
 commits; a station cabinet does lose power, and by then the part has been
 passed or rejected, so the result must not vanish. FULL costs one fsync per
-commit, well under a millisecond to a few ms on an SSD, far below line rate.
+commit, well under a millisecond to several ms on an SSD (more on a busy one).
+
+Group commit (`sqlite_file.GroupCommit`): results, journal entries and
+acknowledgements that arrive while a commit is in progress wait for it and are
+then committed together, in one transaction and one fsync. Each call still
+returns only once its own write is committed, so a result is durable before
+anyone is told of it (publisher, sinks, reject station); a lone writer commits
+at once. The sender acknowledges every PUBACK it has collected in one commit,
+without an fsync of its own (`synchronous=NORMAL` for that commit: a power cut
+may undo the last acknowledgements, and those results are sent once more).
 
 Ownership: the database is opened with an exclusive lock so that two processes
 never publish the same rows; a second opener gets a clear error. The OS drops
@@ -33,8 +42,10 @@ process dies. After a restart `open_parts()` lists the parts that never got a
 result; the station issues each an `undecided` result (see `line/journal.py`).
 One file for both is what makes the close atomic.
 
-Thread-safe: one connection behind a lock; camera workers append, the MQTT
-sender reads and acknowledges, trigger threads record parts.
+Thread-safe: one connection behind a lock (held while a batch commits); the
+counters (depth, last sequence, alarm) behind their own, so status readers never
+wait for an fsync. Camera workers append, the MQTT sender reads and
+acknowledges, trigger threads record parts.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ import dataclasses
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -50,7 +62,7 @@ from types import TracebackType
 from lineinspect.core.clock import utc_now_iso
 from lineinspect.core.result import Result
 from lineinspect.errors import LineinspectError
-from lineinspect.line.sqlite_file import OpenProblem, open_problem, transaction
+from lineinspect.line.sqlite_file import GroupCommit, OpenProblem, open_problem
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +119,12 @@ class Outbox:
         self.path = Path(path)
         self.max_rows = max_rows
         self.alarm_rows = min(max_rows, alarm_rows if alarm_rows is not None else max(1, int(max_rows * 0.8)))
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._state = threading.Lock()  # depth, last sequence, alarm, appends in progress
         self._conn = self._open()
+        self._writes = GroupCommit(self._conn, self._lock)
         self._depth, self._last_sequence = self._read_state()
+        self._appending = 0
         self._alarm = False
         self._update_alarm()
         if self._depth:
@@ -178,43 +193,54 @@ class Outbox:
     # -- queue -----------------------------------------------------------------------------------
 
     def append(self, result: Result, topic: str) -> Result:
-        """Store `result` for `topic`; returns it stamped with the station's next `sequence`.
+        """Store `result` for `topic`; returns it stamped with the station's next `sequence`, once committed.
 
         Raises:
             OutboxFullError: the outbox holds `max_rows` results; nothing was stored.
             OutboxError: the write failed (disk full, I/O error); nothing was stored.
         """
-        with self._lock:
-            if self._depth >= self.max_rows:
+        with self._state:
+            if self._depth + self._appending >= self.max_rows:
                 raise OutboxFullError(
-                    f"outbox {self.path} is full ({self._depth} of {self.max_rows} results waiting for the "
-                    f"broker): result {result.result_id} was NOT stored. Bring the MQTT broker back or raise "
+                    f"outbox {self.path} is full ({self._depth + self._appending} of {self.max_rows} results waiting "
+                    f"for the broker): result {result.result_id} was NOT stored. Bring the MQTT broker back or raise "
                     f"mqtt.outbox_max_rows; until then parts are undecided and rejected"
                 )
-            try:
-                with transaction(self._conn):
-                    row = self._conn.execute(
-                        "UPDATE counter SET value = value + 1 WHERE name='sequence' RETURNING value"
-                    ).fetchone()
-                    stamped = dataclasses.replace(result, sequence=int(row[0]))
-                    self._conn.execute(
-                        "INSERT INTO outbox (sequence, result_id, topic, payload, stored_at) VALUES (?, ?, ?, ?, ?)",
-                        (stamped.sequence, stamped.result_id, topic, stamped.to_json(), utc_now_iso()),
-                    )
-                    if result.run_id is not None and result.camera_id is not None and result.trigger_id is not None:
-                        self._conn.execute(
-                            "DELETE FROM open_parts WHERE run_id = ? AND camera_id = ? AND trigger_id = ?",
-                            (result.run_id, result.camera_id, result.trigger_id),
-                        )
-            except sqlite3.Error as exc:
+            self._appending += 1
+        closes_part = result.run_id is not None and result.camera_id is not None and result.trigger_id is not None
+
+        def statements(conn: sqlite3.Connection) -> Result:
+            row = conn.execute("UPDATE counter SET value = value + 1 WHERE name='sequence' RETURNING value").fetchone()
+            stamped = dataclasses.replace(result, sequence=int(row[0]))
+            conn.execute(
+                "INSERT INTO outbox (sequence, result_id, topic, payload, stored_at) VALUES (?, ?, ?, ?, ?)",
+                (stamped.sequence, stamped.result_id, topic, stamped.to_json(), utc_now_iso()),
+            )
+            if closes_part:
+                conn.execute(
+                    "DELETE FROM open_parts WHERE run_id = ? AND camera_id = ? AND trigger_id = ?",
+                    (result.run_id, result.camera_id, result.trigger_id),
+                )
+            return stamped
+
+        def committed(stamped: Result) -> None:  # before the sender can read the row
+            with self._state:
+                self._appending -= 1
+                self._depth += 1
+                self._last_sequence = max(self._last_sequence, stamped.sequence or 0)
+                self._update_alarm()
+
+        try:
+            return self._writes.write(statements, after_commit=committed)
+        except BaseException as exc:
+            with self._state:
+                self._appending -= 1
+            if isinstance(exc, sqlite3.Error):
                 raise OutboxError(
                     f"outbox {self.path}: could not store result {result.result_id}: {exc} "
                     f"(disk full or failing? the part must be treated as undecided)"
                 ) from exc
-            self._depth += 1
-            self._last_sequence = int(row[0])  # == stamped.sequence
-            self._update_alarm()
-            return stamped
+            raise
 
     def record_part(
         self,
@@ -226,23 +252,26 @@ class Outbox:
         encoder_count: int | None,
         recipe_id: str | None,
     ) -> None:
-        """Journal a triggered part durably (one commit); `append` of its result closes it.
+        """Journal a triggered part durably (committed when this returns); `append` of its result closes it.
 
         Raises OutboxError when it cannot be written (the part goes on: its result says the rest).
         """
-        with self._lock:
-            try:
-                with transaction(self._conn):
-                    self._conn.execute(
-                        "INSERT OR IGNORE INTO open_parts (run_id, camera_id, trigger_id, part_id, encoder_count,"
-                        " recipe_id, triggered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, camera_id, trigger_id, part_id, encoder_count, recipe_id, utc_now_iso()),
-                    )
-            except sqlite3.Error as exc:
-                raise OutboxError(
-                    f"outbox {self.path}: could not journal part {trigger_id} of camera {camera_id}: {exc} "
-                    "(disk full or failing? if the station stops now this part gets no undecided result)"
-                ) from exc
+        row = (run_id, camera_id, trigger_id, part_id, encoder_count, recipe_id, utc_now_iso())
+
+        def statements(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO open_parts (run_id, camera_id, trigger_id, part_id, encoder_count,"
+                " recipe_id, triggered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        try:
+            self._writes.write(statements)
+        except sqlite3.Error as exc:
+            raise OutboxError(
+                f"outbox {self.path}: could not journal part {trigger_id} of camera {camera_id}: {exc} "
+                "(disk full or failing? if the station stops now this part gets no undecided result)"
+            ) from exc
 
     def open_parts(self) -> list[OpenPart]:
         """Parts journaled and without a result, in the order they were triggered."""
@@ -264,28 +293,51 @@ class Outbox:
 
     def ack(self, sequence: int) -> bool:
         """Delete the row of an acknowledged result; False when it was not there (already acknowledged)."""
-        with self._lock:
-            deleted = self._conn.execute("DELETE FROM outbox WHERE sequence = ?", (sequence,)).rowcount
-            if deleted:
+        return self.ack_many([sequence]) == 1
+
+    def ack_many(self, sequences: Iterable[int]) -> int:
+        """Delete the rows of acknowledged results in one commit; how many were there (not acknowledged before).
+
+        Raises sqlite3.Error when the delete fails (the rows stay; they are sent again after a restart).
+        """
+        keys = [(s,) for s in sequences]
+        if not keys:
+            return 0
+
+        def statements(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany("DELETE FROM outbox WHERE sequence = ?", keys)
+            return conn.total_changes - before
+
+        def committed(deleted: int) -> None:
+            with self._state:
                 self._depth -= deleted
                 self._update_alarm()
-        return bool(deleted)
+
+        # Not durable: an acknowledgement lost to a power cut only sends its result once more (QoS 1 may
+        # duplicate anyway; consumers drop duplicates on result_id), so it waits for no fsync of its own.
+        return self._writes.write(statements, after_commit=committed, durable=False)
+
+    @property
+    def commits(self) -> tuple[int, int]:
+        """(transactions committed, writes they held) since open: how well writes were grouped."""
+        return self._writes.commits, self._writes.writes
 
     def depth(self) -> int:
         """Results stored and not yet acknowledged."""
-        with self._lock:
+        with self._state:
             return self._depth
 
     @property
     def last_sequence(self) -> int:
         """The sequence given to the newest result ever stored here (0: none yet)."""
-        with self._lock:
+        with self._state:
             return self._last_sequence
 
     @property
     def alarm(self) -> bool:
         """True while the depth is at or above `alarm_rows` (the `outbox_alarm` status flag)."""
-        with self._lock:
+        with self._state:
             return self._alarm
 
     def _update_alarm(self) -> None:

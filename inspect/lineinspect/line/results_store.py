@@ -279,7 +279,6 @@ class ResultStore:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for result in batch:
-                payload = result.to_payload()
                 cursor = self._conn.execute(
                     "INSERT OR IGNORE INTO results"
                     " (result_id, sequence, decided_us, camera_id, source, verdict, recipe_id, payload)"
@@ -292,17 +291,17 @@ class ResultStore:
                         source_of(result),
                         result.verdict.value,
                         result.recipe_id,
-                        json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+                        result.to_json(),  # the payload as the outbox stored and published it, serialised once
                     ),
                 )
                 if cursor.rowcount != 1:
                     continue
                 added += 1
-                if payload["defects"]:
+                if result.findings:
                     row = cursor.lastrowid
                     self._conn.executemany(
                         "INSERT INTO defects (result_row, class, counts) VALUES (?, ?, ?)",
-                        [(row, d["class"], 1 if d["counts"] else 0) for d in payload["defects"]],
+                        [(row, f.defect.class_name, 1 if f.counts else 0) for f in result.findings],
                     )
             self._conn.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from lineinspect.line.capture.base import Camera
-from lineinspect.line.capture.config import AravisSource, CameraConfig, FolderSource, OpenCVSource, PylonSource
+from lineinspect.line.capture.config import (
+    AravisSource,
+    CameraConfig,
+    FolderSource,
+    OpenCVSource,
+    PylonSource,
+    ReplaySource,
+)
 
 
 def build_camera(config: CameraConfig) -> Camera:
@@ -15,6 +22,18 @@ def build_camera(config: CameraConfig) -> Camera:
 
         return FolderCamera(
             config.id, src.path, trigger_mode=mode, rate_hz=src.rate_hz, loop=src.loop, patterns=tuple(src.patterns)
+        )
+    if isinstance(src, ReplaySource):
+        from lineinspect.line.capture.replay import ReplayCamera
+
+        return ReplayCamera(
+            config.id,
+            src.path,
+            trigger_mode=mode,
+            rate_hz=src.rate_hz,
+            loop=src.loop,
+            patterns=tuple(src.patterns),
+            max_memory_mib=src.max_memory_mib,
         )
     if isinstance(src, OpenCVSource):
         from lineinspect.line.capture.opencv import OpenCVCamera

@@ -115,8 +115,36 @@ class FolderSource(BaseModel):
     )
 
 
+class ReplaySource(BaseModel):
+    """Replay a folder's images from memory, decoded once at open, as a camera delivers raw frames
+    (commissioning before the camera is wired, benchmarks of the station rather than of PNG decoding)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["replay"] = Field(
+        description="Images from a folder, decoded once when the camera opens and handed out from memory, sorted by "
+        "name; marked simulated. Changes to the folder are seen at the next open."
+    )
+    path: Path = Field(..., description="Folder of images (relative paths are relative to the station directory).")
+    rate_hz: float = Field(2.0, gt=0, le=1000, description="Free run: images per second.")
+    loop: bool = Field(True, description="Start again after the last image instead of finishing.")
+    patterns: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        description="Glob patterns under `path` naming the images to replay, e.g. [good/*.png, defective/*.png] "
+        "(`**` searches subfolders); images are replayed sorted by file name, whichever pattern found them.",
+    )
+    max_memory_mib: float = Field(
+        512.0,
+        gt=0,
+        le=65_536,
+        description="Most memory the decoded images may take, MiB (a 640x480 BGR image is 0.9 MiB); a folder that "
+        "needs more is refused when the camera opens.",
+    )
+
+
 CameraSource = Annotated[
-    PylonSource | AravisSource | OpenCVSource | FolderSource,
+    PylonSource | AravisSource | OpenCVSource | FolderSource | ReplaySource,
     Field(discriminator="backend"),
 ]
 
@@ -264,7 +292,7 @@ class CameraConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> CameraConfig:
         mode = self.trigger_mode
-        if self.source.backend in ("opencv", "folder") and mode is TriggerMode.HARDWARE:
+        if self.source.backend in ("opencv", "folder", "replay") and mode is TriggerMode.HARDWARE:
             raise ValueError(f"backend {self.source.backend} has no input lines; use trigger mode software or free_run")
         if mode is not TriggerMode.FREE_RUN and self.queue.full_policy is QueueFullPolicy.DROP_OLDEST:
             raise ValueError(

@@ -1,5 +1,8 @@
 """Replay a folder of images as a camera: at a rate (free run) or one image per software trigger.
 
+Each image is read and decoded when its frame is due, so a changed folder is seen at once; `replay.py`
+decodes the folder once at open instead and hands out the decoded frames, as a camera delivers raw images.
+
 Frames are marked `simulated=True` so their results never pass for real parts.
 """
 
@@ -15,6 +18,22 @@ from lineinspect.line.capture.base import CameraError, CameraLost, EndOfStream, 
 from lineinspect.line.capture.pacing import FramePacer, SoftwareTriggerLatch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(camera_id: str, path: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The image files `patterns` find under `path`, sorted by file name; CameraError when there are none."""
+    if not path.is_dir():
+        raise CameraError(camera_id, f"image folder {path} does not exist", "fix source.path in the camera definition")
+    found = {p for pattern in patterns for p in path.glob(pattern)}
+    files = sorted((p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=lambda p: (p.name, p))
+    if not files:
+        where = path if patterns == ("*",) else f"{path} (patterns {list(patterns)})"
+        raise CameraError(
+            camera_id,
+            f"image folder {where} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+            "put sample images there or fix source.path",
+        )
+    return files
 
 
 class FolderCamera:
@@ -44,21 +63,7 @@ class FolderCamera:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        if not self.path.is_dir():
-            raise CameraError(
-                self.camera_id, f"image folder {self.path} does not exist", "fix source.path in the camera definition"
-            )
-        found = {p for pattern in self.patterns for p in self.path.glob(pattern)}
-        files = sorted(
-            (p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=lambda p: (p.name, p)
-        )
-        if not files:
-            where = self.path if self.patterns == ("*",) else f"{self.path} (patterns {list(self.patterns)})"
-            raise CameraError(
-                self.camera_id,
-                f"image folder {where} holds no images ({', '.join(IMAGE_SUFFIXES)})",
-                "put sample images there or fix source.path",
-            )
+        files = list_images(self.camera_id, self.path, self.patterns)
         with self._lock:
             self._files = files
             self._next = 0
