@@ -14,7 +14,6 @@ the size, rather than filling the station's memory. Changes to the folder after 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,8 @@ import numpy as np
 from lineinspect.core.decode import decode_image
 from lineinspect.core.frame import Frame
 from lineinspect.errors import ImageError
-from lineinspect.line.capture.base import CameraError, EndOfStream, TriggerMode
-from lineinspect.line.capture.folder import list_images
-from lineinspect.line.capture.pacing import FramePacer, SoftwareTriggerLatch
+from lineinspect.line.capture.base import CameraError, TriggerMode
+from lineinspect.line.capture.folder import ImageSequenceCamera, list_images
 
 _MIB = 1024 * 1024
 
@@ -61,7 +59,9 @@ def decode_folder(camera_id: str, path: Path, patterns: tuple[str, ...], *, max_
     return images
 
 
-class ReplayCamera:
+class ReplayCamera(ImageSequenceCamera[ReplayImage]):
+    """The images decoded at open and handed out from memory (read-only)."""
+
     def __init__(
         self,
         camera_id: str,
@@ -73,65 +73,15 @@ class ReplayCamera:
         patterns: tuple[str, ...] = ("*",),
         max_memory_mib: float = 512.0,
     ) -> None:
-        """`patterns`: globs under `path` (e.g. `good/*.png`); images are replayed sorted by file name.
-        `rate_hz`: free run only, frames per second. `max_memory_mib`: the most the decoded images may take."""
-        if trigger_mode is TriggerMode.HARDWARE:
-            raise CameraError(camera_id, "a replay has no input lines", "use trigger mode software or free_run")
-        self.camera_id = camera_id
-        self.trigger_mode: TriggerMode = trigger_mode
-        self.path = path
-        self.loop = loop
-        self.patterns = patterns
+        """`max_memory_mib`: the most the decoded images may take (the rest as `ImageSequenceCamera`)."""
+        super().__init__(camera_id, path, trigger_mode=trigger_mode, rate_hz=rate_hz, loop=loop, patterns=patterns)
         self.max_memory_mib = max_memory_mib
-        self._pacer = FramePacer(rate_hz)
-        self._latch = SoftwareTriggerLatch()
-        self._images: list[ReplayImage] = []
-        self._next = 0
-        self._frame_id = 0
-        self._lock = threading.Lock()
 
-    def open(self) -> None:
-        images = decode_folder(self.camera_id, self.path, self.patterns, max_memory_mib=self.max_memory_mib)
-        with self._lock:
-            self._images = images
-            self._next = 0
-        self._pacer.reset()
-        self._latch.clear()
+    def _load(self) -> list[ReplayImage]:
+        return decode_folder(self.camera_id, self.path, self.patterns, max_memory_mib=self.max_memory_mib)
 
-    def grab(self, timeout_ms: int) -> Frame | None:
-        with self._lock:
-            if not self._images:
-                raise CameraError(self.camera_id, "grab before open", "open the camera first")
-            if self._next >= len(self._images) and not self.loop:
-                raise EndOfStream(self.camera_id, f"all {len(self._images)} images of {self.path} replayed")
-        due = (
-            self._latch.wait(timeout_ms) if self.trigger_mode is TriggerMode.SOFTWARE else self._pacer.wait(timeout_ms)
-        )
-        if not due:
-            return None
-        with self._lock:
-            replayed = self._images[self._next % len(self._images)]
-            self._next += 1
-            if self.loop and self._next >= len(self._images):
-                self._next = 0
-            self._frame_id += 1
-            frame_id = self._frame_id
-        return Frame(
-            image=replayed.image, camera_id=self.camera_id, frame_id=frame_id, source=replayed.source, simulated=True
-        )
-
-    def trigger(self) -> None:
-        if self.trigger_mode is not TriggerMode.SOFTWARE:
-            raise CameraError(self.camera_id, f"trigger() in {self.trigger_mode} mode", "set trigger mode software")
-        self._latch.fire()
+    def _frame(self, item: ReplayImage, frame_id: int) -> Frame:
+        return Frame(image=item.image, camera_id=self.camera_id, frame_id=frame_id, source=item.source, simulated=True)
 
     def check_alive(self) -> None:
         """The images are in memory: the replay cannot be lost once open."""
-
-    def stream_stats(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        with self._lock:
-            self._images = []
-        self._latch.clear()
