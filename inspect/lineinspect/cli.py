@@ -624,9 +624,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         evaluation = evaluate(model, items, seed=args.seed)
     report = write_report(evaluation, out)
-    plots = write_plots(evaluation, model, out)
+    plots, missing = write_plots(evaluation, model, out)
     print(evaluation.summary())
     print(f"report: {report}; plots: {', '.join(p.name for p in plots)}")
+    if missing:
+        print(f"note: {missing}", file=sys.stderr)
     return EXIT_OK
 
 

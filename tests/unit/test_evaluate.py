@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,7 +14,15 @@ from lineinspect.cli import main
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.modelcard import load_card, write_card
 from lineinspect.offline.datasets import DatasetError, LabelledImage, find_defects, find_good, read_labelled
-from lineinspect.offline.evaluate import Confusion, auroc, evaluate, roc_curve
+from lineinspect.offline.evaluate import (
+    Confusion,
+    auroc,
+    average_precision,
+    evaluate,
+    precision_recall_curve,
+    roc_curve,
+)
+from lineinspect.offline.evaluate_plots import NEEDS_MATPLOTLIB, PLOT_DPI, ROC_SIZE_IN, SCORES_SIZE_IN
 from lineinspect.offline.synthetic import write_sample_set
 from tests.helpers.graphs import brightness_anomaly
 
@@ -54,6 +63,23 @@ def test_roc_curve_runs_from_origin_to_corner_with_area_equal_to_auroc() -> None
     fpr, tpr = roc_curve(scores, defective)
     assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert np.trapezoid(tpr, fpr) == pytest.approx(auroc(scores, defective))
+
+
+def test_precision_recall_curve_and_average_precision_by_hand() -> None:
+    # From the top: 0.9 defect, 0.6 good, 0.4 a defect and a good (tied), 0.1 good.
+    scores = np.array([0.1, 0.6, 0.4, 0.9, 0.4])
+    defective = np.array([False, False, True, True, False])
+    recall, precision = precision_recall_curve(scores, defective)
+    assert recall.tolist() == pytest.approx([0.0, 0.5, 0.5, 1.0, 1.0])
+    assert precision.tolist() == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.4])
+    assert average_precision(scores, defective) == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    assert average_precision([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == pytest.approx(1.0)
+    assert average_precision([0.1, 0.2], [False, False]) is None
+
+
+def test_confusion_precision_is_the_defective_share_of_rejects() -> None:
+    assert Confusion(true_reject=3, escape=1, false_reject=1, true_pass=5).precision == pytest.approx(0.75)
+    assert Confusion(true_reject=0, escape=2, false_reject=0, true_pass=5).precision is None
 
 
 def test_confusion_counts_a_score_on_the_threshold_as_defective() -> None:
@@ -246,6 +272,11 @@ def test_auroc_ranks_scores_the_anomaly_adapter_clips_to_zero(tmp_path: Path, br
 
 # --- the command ---------------------------------------------------------------------
 
+REPORT_KEYS = sorted(
+    ["schema", "model", "images", "decision", "image_auroc", "pixel_auroc", "pixel_iou", "confusion",
+     "false_reject_rate", "escape_rate", "classes", "ms_per_image", "worst_escapes", "worst_false_rejects", "rows"]
+)  # fmt: skip
+
 
 def test_evaluate_cli_writes_report_and_plots(
     tiny_set: Path, bright_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -259,9 +290,35 @@ def test_evaluate_cli_writes_report_and_plots(
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "lineinspect.evaluation/1"
     assert report["decision"]["image_threshold"] == 0.5
-    for name in ("roc.png", "scores.png", "worst.png"):
+    assert sorted(report) == REPORT_KEYS
+    assert "plots: roc.png, scores.png, worst.png" in printed
+    for name, size_in in (("roc.png", ROC_SIZE_IN), ("scores.png", SCORES_SIZE_IN)):
         plot = cv2.imread(str(out / name))
-        assert plot is not None and plot.shape[0] > 100 and plot.shape[1] > 100, name
+        assert plot is not None, name
+        assert plot.shape == (round(size_in[1] * PLOT_DPI), round(size_in[0] * PLOT_DPI), 3), name
+    worst = cv2.imread(str(out / "worst.png"))
+    assert worst is not None and worst.shape[0] > 100 and worst.shape[1] > 100
+
+
+def test_evaluate_cli_without_matplotlib_writes_the_report_and_says_plots_need_the_train_extra(
+    tiny_set: Path,
+    bright_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # import of matplotlib halted: as on the service install
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", str(bright_model), "--good", str(tiny_set / "good"),
+            "--defects", str(tiny_set / "defects"), "--out", str(out), "--quiet", "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert NEEDS_MATPLOTLIB in captured.err and "lineinspect[train]" in captured.err
+    assert "plots: worst.png" in captured.out
+    assert sorted(json.loads((out / "report.json").read_text())) == REPORT_KEYS
+    assert (out / "worst.png").is_file()
+    assert not (out / "roc.png").exists() and not (out / "scores.png").exists()
 
 
 def test_evaluate_cli_finds_a_model_by_name_under_the_station(

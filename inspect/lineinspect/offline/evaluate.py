@@ -81,6 +81,24 @@ def roc_curve(scores: np.ndarray, defective: np.ndarray) -> tuple[np.ndarray, np
     return fpr, tpr
 
 
+def precision_recall_curve(scores: np.ndarray, defective: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recalls, precisions) at the points of `roc_curve`, from (0, 1); precision 1 where nothing is called."""
+    y = np.asarray(defective, dtype=bool)
+    fpr, tpr = roc_curve(scores, y)
+    true_reject, false_reject = tpr * int(y.sum()), fpr * int((~y).sum())
+    called = true_reject + false_reject
+    precision = np.divide(true_reject, called, out=np.ones_like(called), where=called > 0)
+    return tpr, precision
+
+
+def average_precision(scores: np.ndarray, defective: np.ndarray) -> float | None:
+    """Area under the stepped precision-recall curve: Σ (recall gained) × precision; None without defects."""
+    if not np.asarray(defective, dtype=bool).any():
+        return None
+    recall, precision = precision_recall_curve(scores, defective)
+    return float(np.sum(np.diff(recall) * precision[1:]))
+
+
 @dataclass(frozen=True, slots=True)
 class Confusion:
     """Counts at one decision threshold; defective is the positive class."""
@@ -115,6 +133,12 @@ class Confusion:
     def escape_rate(self) -> float | None:
         bad = self.true_reject + self.escape
         return self.escape / bad if bad else None
+
+    @property
+    def precision(self) -> float | None:
+        """Share of the rejected parts that are defective; None when nothing is rejected."""
+        called = self.true_reject + self.false_reject
+        return self.true_reject / called if called else None
 
 
 def iou(intersection_px: int, union_px: int) -> float | None:

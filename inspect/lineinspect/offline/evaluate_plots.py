@@ -1,7 +1,7 @@
-"""PNG plots of an evaluation, drawn with OpenCV (no plotting library on the box).
+"""PNG plots of an evaluation: the curves with matplotlib (the `train` extra), the contact sheet with OpenCV.
 
-- `roc.png`: the image-level ROC curve with its AUROC and the operating point
-  at the decision threshold;
+- `roc.png`: two panels, the image-level ROC curve with its AUROC and the precision-recall
+  curve with its average precision, the operating point at the decision threshold on both;
 - `scores.png`: histograms of the image scores of good and of defective parts,
   with the threshold;
 - `worst.png`: a contact sheet of the worst escapes (defective parts the station
@@ -9,12 +9,16 @@
   reject, highest first),
   each drawn as the station shows it (`lineinspect.core.overlay`) with the true
   defect outlined in green.
+
+matplotlib is imported inside the functions that draw with it: the service install has none, and
+`write_plots` then writes worst.png alone and says why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -25,76 +29,145 @@ from lineinspect.core.model import Model
 from lineinspect.core.overlay import draw_overlay
 from lineinspect.core.recipe import Recipe
 from lineinspect.offline.datasets import read_labelled
-from lineinspect.offline.evaluate import Evaluation, ImageRow, auroc, roc_curve
+from lineinspect.offline.evaluate import (
+    Evaluation,
+    ImageRow,
+    auroc,
+    average_precision,
+    precision_recall_curve,
+    roc_curve,
+)
 
-WHITE = (255, 255, 255)
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 BLACK = (0, 0, 0)
-GRID = (220, 220, 220)
-GOOD_COLOUR = (60, 170, 0)  # BGR green
-DEFECT_COLOUR = (0, 0, 220)  # BGR red
-CURVE_COLOUR = (180, 80, 0)  # BGR blue
 TRUTH_COLOUR = (0, 255, 0)
 TILE_PX = 240
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+PLOT_DPI = 100
+ROC_SIZE_IN = (10.0, 4.6)  # 1000 × 460 px: ROC and precision-recall side by side
+SCORES_SIZE_IN = (7.0, 4.2)  # 700 × 420 px
+GOOD_COLOUR = "#2ca02c"
+DEFECT_COLOUR = "#d62728"
+CURVE_COLOUR = "#1f77b4"
+CHANCE_COLOUR = "0.6"
+NEEDS_MATPLOTLIB = (
+    "roc.png and scores.png not drawn: the plots need matplotlib, which the service install does not have: "
+    "pip install 'lineinspect[train]'"
+)
 
 
-def write_plots(evaluation: Evaluation, model: Model, out_dir: Path) -> list[Path]:
-    """Write roc.png, scores.png and worst.png into out_dir; return their paths."""
+def write_plots(evaluation: Evaluation, model: Model, out_dir: Path) -> tuple[list[Path], str | None]:
+    """Write roc.png, scores.png and worst.png into out_dir; return their paths and a note on what is missing.
+
+    Without matplotlib only worst.png is written and the note says so (NEEDS_MATPLOTLIB); else the note is None.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, canvas in (
-        ("roc.png", roc_plot(evaluation)),
-        ("scores.png", score_histogram(evaluation)),
-        ("worst.png", worst_sheet(evaluation, model)),
-    ):
-        path = out_dir / name
-        if not cv2.imwrite(str(path), canvas):
-            raise OSError(f"{path}: cannot write the plot")
-        written.append(path)
-    return written
+    written, note = [], None
+    try:
+        written += [write_roc(evaluation, out_dir / "roc.png"), write_scores(evaluation, out_dir / "scores.png")]
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "matplotlib":
+            raise
+        note = NEEDS_MATPLOTLIB
+    worst = out_dir / "worst.png"
+    if not cv2.imwrite(str(worst), worst_sheet(evaluation, model)):
+        raise OSError(f"{worst}: cannot write the plot")
+    return [*written, worst], note
 
 
-def roc_plot(evaluation: Evaluation, size_px: int = 480) -> np.ndarray:
-    """(size, size, 3) BGR: TPR over FPR, the chance diagonal, the operating point."""
-    canvas, to_px = _axes(size_px, size_px, "false-reject rate (good called defective)", "defect recall")
-    ranks, defective = evaluation.ranks, evaluation.defective
+def write_roc(evaluation: Evaluation, path: Path) -> Path:
+    """roc.png: ROC (left) and precision-recall (right) of the image scores, the operating point on both."""
+    figure = _figure(ROC_SIZE_IN)
+    roc_axes, pr_axes = figure.subplots(1, 2)
+    defective = evaluation.defective
     if defective.any() and (~defective).any():
-        fpr, tpr = roc_curve(ranks, defective)
-        cv2.line(canvas, to_px(0, 0), to_px(1, 1), GRID, 1, cv2.LINE_AA)
-        points = np.array([to_px(x, y) for x, y in zip(fpr, tpr, strict=True)], np.int32)
-        cv2.polylines(canvas, [points], False, CURVE_COLOUR, 2, cv2.LINE_AA)
-        c = evaluation.confusion
-        x, y = c.false_reject_rate or 0.0, 1.0 - (c.escape_rate or 0.0)
-        cv2.circle(canvas, to_px(x, y), 6, DEFECT_COLOUR, 2, cv2.LINE_AA)
-        _text(canvas, f"threshold {evaluation.threshold:g}", (to_px(x, y)[0] + 10, to_px(x, y)[1] + 20))
-        _text(canvas, f"image AUROC {auroc(ranks, defective):.4f}", (70, 30), scale=0.6)
+        _roc_panel(roc_axes, evaluation)
+        _pr_panel(pr_axes, evaluation)
     else:
-        _text(canvas, "ROC needs good and defective images", (70, 30), scale=0.5)
-    return canvas
+        for axes, title in ((roc_axes, "ROC"), (pr_axes, "precision–recall")):
+            axes.text(0.5, 0.5, f"{title} needs good and defective images", ha="center", transform=axes.transAxes)
+    return _save(figure, path)
 
 
-def score_histogram(evaluation: Evaluation, width_px: int = 640, height_px: int = 400, bins: int = 40) -> np.ndarray:
-    """(height, width, 3) BGR: share of good and of defective images per score bin (0–1)."""
-    canvas, to_px = _axes(width_px, height_px, "image score", "share of images")
+def write_scores(evaluation: Evaluation, path: Path, bins: int = 40) -> Path:
+    """scores.png: share of the good and of the defective images per score bin (0–1), the threshold."""
+    figure = _figure(SCORES_SIZE_IN)
+    axes = figure.subplots()
     scores, defective = evaluation.scores, evaluation.defective
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    groups = [(scores[~defective], GOOD_COLOUR, "good"), (scores[defective], DEFECT_COLOUR, "defective")]
-    shares = [np.histogram(np.clip(s, 0, 1), edges)[0] / max(1, len(s)) for s, _, _ in groups]
-    top = max(0.05, max(float(h.max()) for h in shares if h.size))
-    for (group, colour, label), share, offset in zip(groups, shares, (0, 1), strict=True):
-        overlay = canvas.copy()
-        for i, value in enumerate(share):
-            if value <= 0:
-                continue
-            x0, y0 = to_px(edges[i], value / top)
-            x1, y1 = to_px(edges[i + 1], 0.0)
-            cv2.rectangle(overlay, (x0 + 1, y0), (x1 - 1, y1), colour, cv2.FILLED)
-        cv2.addWeighted(overlay, 0.5, canvas, 0.5, 0, dst=canvas)
-        _text(canvas, f"{label} ({len(group)})", (width_px - 170, 30 + 22 * offset), colour=colour, scale=0.5)
-    tx = to_px(evaluation.threshold, 0)[0]
-    cv2.line(canvas, (tx, to_px(0, 1)[1]), (tx, to_px(0, 0)[1]), BLACK, 1, cv2.LINE_AA)
-    _text(canvas, f"threshold {evaluation.threshold:g}", (tx + 4, to_px(0, 1)[1] + 14))
-    return canvas
+    edges = np.linspace(0.0, 1.0, bins + 1).tolist()
+    for group, colour, label in (
+        (scores[~defective], GOOD_COLOUR, "good"),
+        (scores[defective], DEFECT_COLOUR, "defective"),
+    ):
+        if group.size:
+            share = np.full(group.size, 1.0 / group.size)
+            axes.hist(
+                np.clip(group, 0, 1),
+                bins=edges,
+                weights=share,
+                color=colour,
+                alpha=0.55,
+                label=f"{label} ({group.size})",
+            )
+    axes.axvline(
+        evaluation.threshold, color="black", linewidth=1.5, linestyle="--", label=f"threshold {evaluation.threshold:g}"
+    )
+    axes.set(xlim=(0.0, 1.0), xlabel="image score (as the station sees it)", ylabel="share of the group's images")
+    axes.set_title("image scores of good and defective parts")
+    axes.grid(True, color="0.9")
+    axes.legend(loc="best")
+    return _save(figure, path)
+
+
+def _roc_panel(axes: Axes, evaluation: Evaluation) -> None:
+    ranks, defective, c = evaluation.ranks, evaluation.defective, evaluation.confusion
+    fpr, tpr = roc_curve(ranks, defective)
+    axes.plot([0, 1], [0, 1], color=CHANCE_COLOUR, linewidth=1, linestyle=":", label="chance")
+    axes.plot(fpr, tpr, color=CURVE_COLOUR, linewidth=2, label="image ROC")
+    _operating_point(axes, c.false_reject_rate or 0.0, 1.0 - (c.escape_rate or 0.0), evaluation.threshold)
+    _unit_axes(axes, "false-reject rate (good parts rejected)", "defect recall (defective parts rejected)")
+    axes.set_title(f"ROC: image AUROC {auroc(ranks, defective) or 0.0:.4f}")
+
+
+def _pr_panel(axes: Axes, evaluation: Evaluation) -> None:
+    ranks, defective, c = evaluation.ranks, evaluation.defective, evaluation.confusion
+    recall, precision = precision_recall_curve(ranks, defective)
+    share = float(defective.mean())
+    axes.axhline(share, color=CHANCE_COLOUR, linewidth=1, linestyle=":", label=f"chance ({share:.2f} defective)")
+    axes.step(recall, precision, where="pre", color=CURVE_COLOUR, linewidth=2, label="image precision–recall")
+    if c.precision is not None:
+        _operating_point(axes, 1.0 - (c.escape_rate or 0.0), c.precision, evaluation.threshold)
+    _unit_axes(axes, "defect recall (defective parts rejected)", "precision (rejected parts that are defective)")
+    axes.set_title(f"precision–recall: average precision {average_precision(ranks, defective) or 0.0:.4f}")
+
+
+def _operating_point(axes: Axes, x: float, y: float, threshold: float) -> None:
+    axes.plot([x], [y], "o", markersize=10, markerfacecolor="none", markeredgewidth=2, color=DEFECT_COLOUR,
+              label=f"operating point, threshold {threshold:g}")  # fmt: skip
+
+
+def _unit_axes(axes: Axes, x_label: str, y_label: str) -> None:
+    axes.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel=x_label, ylabel=y_label, aspect="equal")
+    axes.grid(True, color="0.9")
+    axes.legend(loc="best", fontsize="small")
+
+
+def _figure(size_in: tuple[float, float]) -> Figure:
+    """A figure on the Agg canvas (no display, no pyplot state), laid out so nothing overlaps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size_in, dpi=PLOT_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=PLOT_DPI, facecolor="white")
+    return path
 
 
 def worst_sheet(evaluation: Evaluation, model: Model, tile_px: int = TILE_PX) -> np.ndarray:
@@ -140,28 +213,6 @@ def _tile(row: ImageRow, inspector: Inspector, tile_px: int) -> np.ndarray:
     tile = np.full((tile_px, tile_px, 3), 255, np.uint8)
     tile[: small.shape[0], : small.shape[1]] = small
     return tile
-
-
-def _axes(
-    width_px: int, height_px: int, x_label: str, y_label: str
-) -> tuple[np.ndarray, Callable[[float, float], tuple[int, int]]]:
-    """A white canvas with a framed 0–1 × 0–1 plot area; returns it and a (x, y) → pixel function."""
-    canvas = np.full((height_px, width_px, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 20, 45, 50
-    inner_w, inner_h = width_px - left - right, height_px - top - bottom
-
-    def to_px(x: float, y: float) -> tuple[int, int]:
-        return round(left + x * inner_w), round(top + (1.0 - y) * inner_h)
-
-    for tick in np.linspace(0, 1, 6):
-        cv2.line(canvas, to_px(tick, 0), to_px(tick, 1), GRID, 1)
-        cv2.line(canvas, to_px(0, tick), to_px(1, tick), GRID, 1)
-        _text(canvas, f"{tick:.1f}", (to_px(tick, 0)[0] - 10, to_px(tick, 0)[1] + 16), scale=0.35)
-        _text(canvas, f"{tick:.1f}", (to_px(0, tick)[0] - 30, to_px(0, tick)[1] + 4), scale=0.35)
-    cv2.rectangle(canvas, to_px(0, 1), to_px(1, 0), BLACK, 1)
-    _text(canvas, x_label, (left, height_px - 10), scale=0.45)
-    _text(canvas, y_label, (8, top - 12), scale=0.45)
-    return canvas, to_px
 
 
 def _text(
