@@ -25,8 +25,24 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lineinspect.core.part import PartRef
+from lineinspect.line.reject.settings import RejectSettings
 from tests.helpers.mosquitto import free_port
 from tests.helpers.opcua_server import OpcUaTestServer
+
+
+def reject_settings(**overrides: Any) -> RejectSettings:
+    """A dry-run timed reject station with a short budget and delay (the unit tests' base; overrides on top)."""
+    raw: dict[str, Any] = {
+        "mode": "timed",
+        "backend": {"type": "dry_run"},
+        "inspection_budget_ms": 10,
+        "actuator_latency_ms": 1,
+        "delay_ms": 30,
+        "pulse_width_ms": 10,
+        "line_rate_parts_per_min": 3000,
+    }
+    raw.update(overrides)
+    return RejectSettings.model_validate(raw)
 
 
 def part_ref(part_number: int, *, trigger_ns: int | None = None, encoder_count: int | None = None) -> PartRef:

@@ -22,24 +22,11 @@ from lineinspect.line.reject import tracker as tracker_module
 from lineinspect.line.reject.audit import AuditTrail
 from lineinspect.line.reject.dryrun import DryRunActuator
 from lineinspect.line.reject.schedule import MS_NS, Schedule
-from lineinspect.line.reject.settings import RejectSettings
 from lineinspect.line.reject.tracker import RejectTracker, close_in, spin_ns_for
-from tests.helpers.reject_peers import part_ref
+from tests.helpers.reject_peers import part_ref, reject_settings
 from tests.helpers.waiting import wait_for
 
-
-def settings(**overrides: Any) -> RejectSettings:
-    raw: dict[str, Any] = {
-        "mode": "timed",
-        "backend": {"type": "dry_run"},
-        "inspection_budget_ms": 10,
-        "actuator_latency_ms": 1,
-        "delay_ms": 30,
-        "pulse_width_ms": 10,
-        "line_rate_parts_per_min": 3000,
-    }
-    raw.update(overrides)
-    return RejectSettings.model_validate(raw)
+settings = reject_settings
 
 
 @pytest.fixture
@@ -155,6 +142,17 @@ def test_scheduler_thread_runs_with_fifo_priority_on_its_pinned_cpu_and_only_it(
     assert os.sched_getscheduler(0) == os.SCHED_OTHER and os.sched_getaffinity(0) == callers_cpus
 
 
+def pulses_one_failed_part(tracker: RejectTracker, events: list[dict[str, Any]]) -> None:
+    """Start the tracker, fail one part, wait for its pulse on and off at the (dry-run) ejector, close."""
+    tracker.start()
+    try:
+        tracker.part_entered(part_ref(1))
+        tracker.verdict_ready(1, "r-1", Verdict.FAIL)
+        wait_for(lambda: len([e for e in events if e.get("output") == "ejector"]) == 2, what="pulse on and off")
+    finally:
+        tracker.close()
+
+
 def test_without_realtime_permission_the_tracker_says_what_to_grant_and_still_pulses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -165,13 +163,7 @@ def test_without_realtime_permission_the_tracker_says_what_to_grant_and_still_pu
     events: list[dict[str, Any]] = []
     tracker = RejectTracker(settings(), DryRunActuator(events.append), AuditTrail(tmp_path))
     with caplog.at_level(logging.WARNING, logger="lineinspect.line.reject.tracker"):
-        tracker.start()
-        try:
-            tracker.part_entered(part_ref(1))
-            tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-            wait_for(lambda: len([e for e in events if e.get("output") == "ejector"]) == 2, what="pulse on and off")
-        finally:
-            tracker.close()
+        pulses_one_failed_part(tracker, events)
     assert "reject.scheduler_priority 50 not applied" in caplog.text and "CAP_SYS_NICE" in caplog.text
 
 
@@ -182,11 +174,5 @@ def test_a_cpu_this_process_may_not_use_is_reported_and_the_scheduler_still_runs
     events: list[dict[str, Any]] = []
     tracker = RejectTracker(settings(scheduler_cpus=[missing]), DryRunActuator(events.append), AuditTrail(tmp_path))
     with caplog.at_level(logging.WARNING, logger="lineinspect.line.reject.tracker"):
-        tracker.start()
-        try:
-            tracker.part_entered(part_ref(1))
-            tracker.verdict_ready(1, "r-1", Verdict.FAIL)
-            wait_for(lambda: len([e for e in events if e.get("output") == "ejector"]) == 2, what="pulse on and off")
-        finally:
-            tracker.close()
+        pulses_one_failed_part(tracker, events)
     assert f"reject.scheduler_cpus [{missing}] not applied" in caplog.text

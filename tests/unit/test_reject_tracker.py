@@ -32,7 +32,7 @@ from lineinspect.line.reject.settings import RejectSettings
 from lineinspect.line.reject.timed import TimedEjection
 from lineinspect.line.reject.tracker import RejectTracker
 from lineinspect.line.reject.wiring import build_reject_tracker
-from tests.helpers.reject_peers import part_ref
+from tests.helpers.reject_peers import part_ref, reject_settings
 from tests.helpers.waiting import wait_for
 
 
@@ -52,18 +52,7 @@ class Recorder:
         return [(e["verdict_code"], e["part_number"]) for _, e in self.events if e["action"] == "write_verdict"]
 
 
-def settings(**overrides: Any) -> RejectSettings:
-    raw: dict[str, Any] = {
-        "mode": "timed",
-        "backend": {"type": "dry_run"},
-        "inspection_budget_ms": 10,
-        "actuator_latency_ms": 1,
-        "delay_ms": 30,
-        "pulse_width_ms": 10,
-        "line_rate_parts_per_min": 3000,
-    }
-    raw.update(overrides)
-    return RejectSettings.model_validate(raw)
+settings = reject_settings
 
 
 def make(s: RejectSettings, tmp_path: Path, **kwargs: Any) -> tuple[RejectTracker, Recorder, list[Alarm]]:

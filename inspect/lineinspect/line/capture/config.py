@@ -98,33 +98,11 @@ class OpenCVSource(BaseModel):
         return self
 
 
-class FolderSource(BaseModel):
-    """Replay a folder of images as if a camera took them (commissioning, demos, tests)."""
+class StoredImagesSource(BaseModel):
+    """What the folder and replay backends share: a folder of images, replayed in file-name order."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["folder"] = Field(description="Images from a folder, sorted by name; marked simulated.")
-    path: Path = Field(..., description="Folder of images (relative paths are relative to the station directory).")
-    rate_hz: float = Field(2.0, gt=0, le=1000, description="Free run: images per second.")
-    loop: bool = Field(True, description="Start again after the last image instead of finishing.")
-    patterns: list[str] = Field(
-        default_factory=lambda: ["*"],
-        min_length=1,
-        description="Glob patterns under `path` naming the images to replay, e.g. [good/*.png, defective/*.png] "
-        "(`**` searches subfolders); files are replayed sorted by name, whichever pattern found them.",
-    )
-
-
-class ReplaySource(BaseModel):
-    """Replay a folder's images from memory, decoded once at open, as a camera delivers raw frames
-    (commissioning before the camera is wired, benchmarks of the station rather than of PNG decoding)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: Literal["replay"] = Field(
-        description="Images from a folder, decoded once when the camera opens and handed out from memory, sorted by "
-        "name; marked simulated. Changes to the folder are seen at the next open."
-    )
     path: Path = Field(..., description="Folder of images (relative paths are relative to the station directory).")
     rate_hz: float = Field(2.0, gt=0, le=1000, description="Free run: images per second.")
     loop: bool = Field(True, description="Start again after the last image instead of finishing.")
@@ -133,6 +111,22 @@ class ReplaySource(BaseModel):
         min_length=1,
         description="Glob patterns under `path` naming the images to replay, e.g. [good/*.png, defective/*.png] "
         "(`**` searches subfolders); images are replayed sorted by file name, whichever pattern found them.",
+    )
+
+
+class FolderSource(StoredImagesSource):
+    """Replay a folder of images as if a camera took them (commissioning, demos, tests)."""
+
+    backend: Literal["folder"] = Field(description="Images from a folder, sorted by name; marked simulated.")
+
+
+class ReplaySource(StoredImagesSource):
+    """Replay a folder's images from memory, decoded once at open, as a camera delivers raw frames
+    (commissioning before the camera is wired, benchmarks of the station rather than of PNG decoding)."""
+
+    backend: Literal["replay"] = Field(
+        description="Images from a folder, decoded once when the camera opens and handed out from memory, sorted by "
+        "name; marked simulated. Changes to the folder are seen at the next open."
     )
     max_memory_mib: float = Field(
         512.0,
