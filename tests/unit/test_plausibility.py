@@ -20,11 +20,13 @@ from lineinspect.core.modelcard import load_card
 from lineinspect.core.plausibility import (
     FALLBACK_LIMITS,
     FrameLimits,
+    FrameMeasures,
     PartPresent,
     baseline_of_images,
     measure_frame,
+    measure_stretched,
 )
-from lineinspect.core.recipe import Recipe
+from lineinspect.core.recipe import Recipe, Roi
 from lineinspect.core.result import UndecidedKind, Verdict
 from lineinspect.offline.retune import retune
 from lineinspect.offline.synthetic import render_part
@@ -166,3 +168,55 @@ def test_retune_writes_the_frame_baseline_of_its_good_images(tmp_path: Path) -> 
     retuned = retune(model, good, 0.05)
     assert retuned.card.frame_baseline is not None and retuned.card.frame_baseline.images == 12
     assert retuned.card.frame_baseline.frame_sizes == ["640x480"]
+
+
+def grey_first_measures(image: np.ndarray, width_px: int, height_px: int) -> FrameMeasures:
+    """The measures as they were taken before: the whole frame turned grey, then resized."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    shrinking = w * h > width_px * height_px
+    gray = cv2.resize(gray, (width_px, height_px), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return measure_stretched(gray, frame_shape=image.shape)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 1024)])
+def test_the_measures_are_those_of_the_grey_first_order_but_for_rounding(size: tuple[int, int]) -> None:
+    # given: good parts as the demo camera sees them, and at 1280x1024 (with a sensor's noise)
+    for seed in range(6):
+        image = good_frame(seed)
+        if size != image.shape[1::-1]:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+            noise = np.random.default_rng(seed).normal(0, 1.0, image.shape)
+            image = np.clip(image + noise, 0, 255).astype(np.uint8)
+        # when: resized in colour, then grey (the default model's input size)
+        new = measure_frame(image, width_px=320, height_px=240, frame_shape=image.shape)
+        old = grey_first_measures(image, 320, 240)
+        # then: the same to rounding (the noise estimate carries the extra rounding of a colour resize)
+        assert new.mean_level == pytest.approx(old.mean_level, abs=0.05)
+        assert new.contrast == pytest.approx(old.contrast, rel=0.003)
+        assert new.focus == pytest.approx(old.focus, rel=0.005)
+        assert new.noise == pytest.approx(old.noise, rel=0.05)
+        assert new.dark_share == pytest.approx(old.dark_share, abs=0.001)
+        assert new.bright_share == pytest.approx(old.bright_share, abs=0.001)
+
+
+@pytest.mark.parametrize("roi", [None, (40, 30, 500, 400)])
+def test_the_inspector_measures_what_a_taught_baseline_measures(
+    default_inspector: Inspector, roi: tuple[int, int, int, int] | None
+) -> None:
+    # given: the Inspector resizes the region once, for the measures and the model's input
+    models = default_inspector.models
+    recipe = (
+        Recipe(id="r", model="default")
+        if roi is None
+        else Recipe(id="r", model="default", roi=Roi(x=roi[0], y=roi[1], width=roi[2], height=roi[3]))
+    )
+    inspector = Inspector(models, {"r": recipe}, "r")
+    image = good_frame(3)
+    region = image if roi is None else image[roi[1] : roi[1] + roi[3], roi[0] : roi[0] + roi[2]]
+    # when
+    result = inspector.inspect(Frame(image))
+    # then: the measures are measure_frame's, which baseline_of_images uses; the model saw the region as before
+    expected = measure_frame(region, width_px=320, height_px=240, frame_shape=image.shape).as_measurements()
+    assert {k: result.measurements[k] for k in expected} == expected
+    assert result.score == models["default"].infer(np.ascontiguousarray(region)).output.score

@@ -22,9 +22,10 @@ from lineinspect.core.plausibility import (
     ResolvedLimits,
     check_frame,
     implausible_reason,
-    measure_frame,
+    measure_stretched,
     resolve_limits,
 )
+from lineinspect.core.preprocess import stretch
 from lineinspect.core.recipe import Decision, Recipe, decide
 from lineinspect.core.remote import RemoteInferenceError
 from lineinspect.core.result import Provenance, Result, UndecidedKind
@@ -150,9 +151,11 @@ class Inspector:
                 return self._undecided(frame, recipe, UndecidedKind.ROI_OUTSIDE, reason)
             region = image[roi.y : roi.y + roi.height, roi.x : roi.x + roi.width]
         # Plausibility before the model, on the region it sees, at its input size (before undistortion:
-        # the measures do not need it, and a refused frame costs no remap).
+        # the measures do not need it, and a refused frame costs no remap). Where the model is given that
+        # region as it is (no calibration), a stretch card reuses the resized region for its input.
         spec = model.card.input
-        measures = measure_frame(region, width_px=spec.width, height_px=spec.height, frame_shape=image.shape)
+        stretched = stretch(region, spec.width, spec.height)
+        measures = measure_stretched(stretched, frame_shape=image.shape)
         failures = check_frame(image, measures, self.frame_limits(recipe.id, frame.camera_id))
         t_checked = time.monotonic_ns()
         if failures:
@@ -170,7 +173,8 @@ class Inspector:
         elif calibration is not None:
             image = calibration.undistort(image)
         t1 = time.monotonic_ns()
-        inference = model.infer(np.ascontiguousarray(image))  # a failure: inspect() makes it undecided
+        # A failure: inspect() makes it undecided.
+        inference = model.infer(np.ascontiguousarray(image), stretched=stretched if calibration is None else None)
         t2 = time.monotonic_ns()
         defects = [d.shifted(ox, oy) if (ox or oy) else d for d in inference.output.defects]
         mm_per_px = calibration.mm_per_px_for(w, h) if calibration is not None else None

@@ -147,10 +147,14 @@ class Model:
         values = self.session.run(self.output_names, {self.input_name: tensor})
         return dict(zip(self.output_names, values, strict=True))
 
-    def infer(self, image: np.ndarray) -> Inference:
-        """image: (H, W) gray or (H, W, 3) BGR uint8."""
+    def infer(self, image: np.ndarray, *, stretched: np.ndarray | None = None) -> Inference:
+        """image: (H, W) gray or (H, W, 3) BGR uint8.
+
+        stretched: `preprocess.stretch(image, input width, input height)` where the caller has it (the Inspector's
+        plausibility measures): a stretch card then does not resize the frame a second time.
+        """
         t0 = time.monotonic_ns()
-        tensor, geometry = preprocess(image, self.card.input)
+        tensor, geometry = preprocess(image, self.card.input, stretched=stretched)
         t1 = time.monotonic_ns()
         outputs = self.run(tensor)
         t2 = time.monotonic_ns()

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from lineinspect.core.adapters.base import AdapterError, ModelOutput
-from lineinspect.core.defects import Box, Defect, defects_from_mask
+from lineinspect.core.defect_map import DefectMap
+from lineinspect.core.defects import Box, Defect
 from lineinspect.core.modelcard import AnomalyCalibration, ModelCard
 from lineinspect.core.preprocess import Geometry
 
@@ -43,15 +44,15 @@ class AnomalyAdapter:
             )
 
     def decode(self, outputs: dict[str, np.ndarray], geometry: Geometry) -> ModelOutput:
-        defect_map = None
+        score_map = None
         raw_map = None
         if self.map_name is not None:
             raw_map = _squeeze_map(outputs[self.map_name], self.map_name)
-            norm_small = normalise(raw_map, self.cal.pixel_threshold, self.cal)
-            defect_map = geometry.map_to_image(norm_small)
+            # Kept at model resolution: the regions are found there and enlarged only where they are.
+            score_map = DefectMap(normalise(raw_map, self.cal.pixel_threshold, self.cal), geometry)
         elif self.mask_name is not None:
             mask_small = _squeeze_map(outputs[self.mask_name], self.mask_name).astype(np.float32)
-            defect_map = geometry.map_to_image(mask_small, cv2.INTER_NEAREST)
+            score_map = DefectMap(geometry.map_to_image(mask_small, cv2.INTER_NEAREST))
 
         raw_score: float | None = None
         if self.score_name is not None:
@@ -61,19 +62,20 @@ class AnomalyAdapter:
             raw_score = float(raw_map.max())
             score = float(normalise(raw_score, self.cal.image_threshold, self.cal))
         else:
-            score = float(defect_map.max()) if defect_map is not None else 0.0
+            score = score_map.peak() if score_map is not None else 0.0
 
         note = None
         threshold = self.pixel_threshold
-        if defect_map is not None:
-            defects = defects_from_mask(defect_map >= threshold, defect_map, self.class_name)
+        if score_map is not None:
+            defects = score_map.regions(threshold, self.class_name)
             if not defects and score >= threshold:
                 # The image score says defective though no pixel reaches the pixel threshold (a
                 # model with an image head, or a pooled score): the part must still fail.
-                defects = [_at_peak(defect_map, score, self.class_name, geometry)]
+                peak = score_map.peak()
+                defects = [_at_peak(score_map, peak, score, self.class_name, geometry)]
                 note = (
                     f"image score {score:.2f} ≥ {threshold:g} though no anomaly-map pixel reaches {threshold:g} "
-                    f"(map peak {float(defect_map.max()):.2f}): the defect is placed at the map's hottest region"
+                    f"(map peak {peak:.2f}): the defect is placed at the map's hottest region"
                 )
             elif defects and score < threshold:
                 # The map decides: a local defect can be too small to lift the image score.
@@ -88,17 +90,17 @@ class AnomalyAdapter:
             note = f"image score {score:.2f} ≥ {threshold:g} (the model gives no anomaly map): the whole image"
         else:
             defects = []
-        return ModelOutput(score, defects, defect_map, raw_score=raw_score, raw_map=raw_map, note=note)
+        return ModelOutput(score, defects, score_map, raw_score=raw_score, raw_map=raw_map, note=note)
 
 
-def _at_peak(defect_map: np.ndarray, score: float, class_name: str, geometry: Geometry) -> Defect:
-    """One defect with the image score, where the map is hottest: the region at half its peak or more."""
-    peak = float(defect_map.max())
+def _at_peak(score_map: DefectMap, peak: float, score: float, class_name: str, geometry: Geometry) -> Defect:
+    """One defect with the image score, where the map is hottest (its peak in image pixels): the region at half
+    its peak or more."""
     if peak <= 0.0:  # the map says nothing: the whole image is the defect
         return Defect.from_box(
             class_name, score, Box(0.0, 0.0, float(geometry.image_width), float(geometry.image_height))
         )
-    hottest = max(defects_from_mask(defect_map >= peak / 2, defect_map, class_name), key=lambda d: d.score)
+    hottest = max(score_map.regions(peak / 2, class_name), key=lambda d: d.score)
     return dataclasses.replace(hottest, score=score)
 
 

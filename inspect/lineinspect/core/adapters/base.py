@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lineinspect.core.defect_map import DefectMap
 from lineinspect.core.defects import Defect
 from lineinspect.core.preprocess import Geometry
 
@@ -17,13 +18,13 @@ class ModelOutput:
 
     score: image-level defect score in 0–1, higher = worse.
     raw_map: (h, w) at model-input resolution (map it back with the Geometry).
-    defect_map: (H, W) float32 per-pixel defect score in 0–1, where the model
-    gives one (anomaly, segmentation), else None.
+    score_map: the per-pixel defect score in 0–1, where the model gives one (anomaly,
+    segmentation), else None; an anomaly map stays at model resolution (`defect_map` enlarges it).
     """
 
     score: float
     defects: list[Defect] = field(default_factory=list)
-    defect_map: np.ndarray | None = None
+    score_map: DefectMap | None = None
     # For ranking (evaluate's AUROC): the unclipped score and the map at model resolution where
     # the adapter normalises and clips; None where `score`/`defect_map` already rank fully.
     raw_score: float | None = None
@@ -31,6 +32,12 @@ class ModelOutput:
     # What the result's reason must add so the verdict reads right beside `score`, e.g. "the anomaly
     # map reaches 0.62 though the image score 0.44 is under 0.5"; None when the findings say it all.
     note: str | None = None
+
+    @property
+    def defect_map(self) -> np.ndarray | None:
+        """(H, W) float32 per-pixel defect score in original-image pixels, made at each read (the line never
+        reads it: the defects are found on `score_map` directly)."""
+        return None if self.score_map is None else self.score_map.full()
 
 
 class Adapter(Protocol):

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from lineinspect.core.adapters.base import AdapterError, ModelOutput, activate
+from lineinspect.core.defect_map import DefectMap
 from lineinspect.core.defects import defects_from_mask
 from lineinspect.core.modelcard import ModelCard
 from lineinspect.core.preprocess import Geometry
@@ -51,4 +52,4 @@ class SegmentationAdapter:
             mask = (ids_full == c) & (score_full >= self.card.threshold_for(name))
             if mask.any():
                 defects.extend(defects_from_mask(mask, score_full, name))
-        return ModelOutput(score=float(defect_score.max()), defects=defects, defect_map=defect_score)
+        return ModelOutput(score=float(defect_score.max()), defects=defects, score_map=DefectMap(defect_score))
