@@ -105,7 +105,7 @@ samples: $(VENV)/.installed
 default-model: $(VENV)/.installed
 	rm -rf build/teach-good
 	$(BIN)/lineinspect samples --out build/teach-good --good 200 --defective 0 --seed 1000
-	$(BIN)/lineinspect teach --good build/teach-good/good --out models/default --name default
+	$(BIN)/lineinspect teach --method stats --good build/teach-good/good --out models/default --name default
 
 # The frame plausibility baseline (brightness, contrast, focus, noise) of the committed default model,
 # measured again from the same 200 generated good parts; the model, its sha256 and thresholds stay.

@@ -78,6 +78,62 @@ def add_samples(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_samples)
 
 
+def torch_installed() -> bool:
+    """Whether torch (the `train` extra) can be imported; found without importing it, which takes seconds."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+# Options that belong to teach methods: (argparse dest, flag, the methods that take it).
+_METHOD_OPTIONS = (
+    ("defects", "--defects", ("featnet", "draem")),
+    ("steps", "--steps", ("featnet",)),
+    ("epochs", "--epochs", ("draem",)),
+    ("position_weight", "--position-weight", ("patchknn",)),
+    ("ignore_border", "--ignore-border", ("patchknn",)),
+)
+_TORCH_METHODS = ("featnet", "draem")
+_AUTO_FEATNET = (
+    "--method not given: featnet, the best method installed (torch is there; from good parts alone it learns from "
+    "defects painted on them; see README 'Teach methods'); give --method stats for a model in seconds"
+)
+_AUTO_STATS = (
+    "--method not given: stats (torch is not installed; featnet does better on most surfaces: "
+    "pip install 'lineinspect[train]'; --method patchknn for parts that are not in a fixture)"
+)
+
+
+def choose_teach_method(args: argparse.Namespace) -> tuple[str, str | None]:
+    """teach's method and the line that says why it was chosen (None when --method was given).
+
+    Without --method: the method the options given belong to (--defects: featnet; --steps: featnet;
+    --epochs: draem; --position-weight, --ignore-border: patchknn), else featnet where torch is
+    installed and stats where it is not. LineinspectError for options of two methods, or for a
+    torch method's options without torch.
+    """
+    if args.method is not None:
+        return args.method, None
+    given = [(flag, methods) for dest, flag, methods in _METHOD_OPTIONS if getattr(args, dest) is not None]
+    if not given:
+        return ("featnet", _AUTO_FEATNET) if torch_installed() else ("stats", _AUTO_STATS)
+    flags = " and ".join(flag for flag, _ in given)
+    fits = [m for m in ("featnet", "draem", "patchknn") if all(m in methods for _, methods in given)]
+    if not fits:
+        owners = "; ".join(f"{flag} is " + " or ".join(f"{m}'s" for m in methods) for flag, methods in given)
+        named = sorted({m for _, methods in given for m in methods})
+        raise LineinspectError(f"{owners}: give --method with the one you mean ({', '.join(named)})")
+    method = fits[0]
+    one = len(given) == 1
+    if method in _TORCH_METHODS and not torch_installed():
+        raise LineinspectError(
+            f"{flags} {'is' if one else 'are'} {method}'s, and {method} needs torch, which is not installed: "
+            f"pip install 'lineinspect[train]' (or leave {flags} out: teach then uses stats, from good images alone)"
+        )
+    also = "".join(f" ({m} takes {'it' if one else 'them'} too: --method {m})" for m in fits[1:])
+    return method, f"--method not given: {method}, the method {flags} {'belongs' if one else 'belong'} to{also}"
+
+
 def cmd_teach(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -90,6 +146,10 @@ def cmd_teach(args: argparse.Namespace) -> int:
         from lineinspect.offline.quantize import check_out_free, default_out
 
         check_out_free(default_out(out))  # before teaching, not after minutes of it
+    method, why = choose_teach_method(args)
+    args.method = method  # what the rest of teach, _teach_draem included, reads
+    if why is not None:
+        print(why, file=sys.stderr)  # stderr: scripts read the model line on stdout
     if args.method == "draem":
         _teach_draem(args, good, out)
         return _quantize_taught(args, out)
@@ -111,7 +171,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
     if args.method == "patchknn":
         from lineinspect.teach.patchknn import PatchOptions, teach_patchknn
 
-        patch = PatchOptions(teach=options, position_weight=args.position_weight, ignore_border_px=args.ignore_border)
+        given = {"position_weight": args.position_weight, "ignore_border_px": args.ignore_border}
+        patch = PatchOptions(teach=options, **{k: v for k, v in given.items() if v is not None})
         card = teach_patchknn(good, out, patch)
     elif args.method == "featnet":
         from lineinspect.teach.featnet import FeatNetOptions, teach_featnet
@@ -172,11 +233,15 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         choices=["stats", "patchknn", "featnet", "draem"],
-        default="stats",
-        help="stats: filter-bank statistics per location (seconds, no extra; parts in a fixture); patchknn: "
-        "nearest good patch in a memory bank (seconds, no extra; parts that move); featnet: a small network "
-        "on the filter bank, learnt from labelled defects (--defects) or painted ones (minutes, needs the "
-        "'train' extra: torch); draem: a U-Net on raw pixels trained on painted defects (slower, weaker)",
+        default=None,
+        help="featnet: a small network on the filter bank, learnt from labelled defects (--defects) or painted "
+        "ones (minutes, needs the 'train' extra: torch; the best results, use it where it is installed); stats: "
+        "filter-bank statistics per location (seconds, no extra; parts in a fixture, or a first model fast); "
+        "patchknn: nearest good patch in a memory bank (seconds, no extra; parts that move); draem: a U-Net on "
+        "raw pixels trained on painted defects (slower, weaker; comparison only). Default: featnet where the "
+        "'train' extra is installed, else stats; an option of one method (--defects, --steps: featnet; --epochs: "
+        "draem; --position-weight, --ignore-border: patchknn) picks that one. README 'Teach methods' has the "
+        "measured comparison",
     )
     p.add_argument(
         "--defects",
@@ -187,13 +252,13 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--position-weight",
         type=float,
-        default=1.0,
+        default=None,
         help="patchknn: how much a patch's place in the image counts (0: anywhere is fine; default 1)",
     )
     p.add_argument(
         "--ignore-border",
         type=int,
-        default=0,
+        default=None,
         help="patchknn: px band along the input's edges never flagged (default 0)",
     )
     p.add_argument(

@@ -259,7 +259,9 @@ def test_an_export_of_reviewed_parts_is_taught_and_evaluated(served: Served, tmp
     assert mask.shape == (64, 96) and mask[25, 45] == 255 and mask[5, 5] == 0
 
     model = tmp_path / "models" / "line"
-    assert main(["teach", "--good", str(out / "good"), "--out", str(model), "--size", "96x64", "--holdout", "0.3"]) == 0
+    argv = ["teach", "--method", "stats", "--good", str(out / "good"), "--out", str(model), "--size", "96x64",
+            "--holdout", "0.3"]  # fmt: skip
+    assert main(argv) == 0
     report = tmp_path / "evaluation"
     assert (
         main(

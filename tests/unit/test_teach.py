@@ -81,7 +81,8 @@ def test_taught_model_takes_grayscale_and_other_sizes(taught: tuple[Path, ModelC
 def test_teach_cli_writes_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_sample_set(tmp_path / "s", good=8, defective=0, seed=3, width=160, height=120)
     out = tmp_path / "models" / "tiny"
-    assert main(["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(out), "--size", "64x48"]) == 0
+    argv = ["teach", "--method", "stats", "--good", str(tmp_path / "s" / "good"), "--out", str(out), "--size", "64x48"]
+    assert main(argv) == 0
     assert load_card(out).name == "tiny"
     printed = capsys.readouterr()
     assert "model 'tiny' written" in printed.out
@@ -96,8 +97,8 @@ def test_teach_says_nothing_of_the_target_when_the_held_back_images_show_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_sample_set(tmp_path / "s", good=10, defective=0, seed=3, width=160, height=120)
-    argv = ["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"), "--size", "64x48",
-            "--holdout", "0.5", "--target-false-reject", "0.2"]  # fmt: skip
+    argv = ["teach", "--method", "stats", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"),
+            "--size", "64x48", "--holdout", "0.5", "--target-false-reject", "0.2"]  # fmt: skip
     assert main(argv) == 0
     assert "note:" not in capsys.readouterr().err
 

@@ -40,7 +40,7 @@ def test_draem_teach_exports_an_anomaly_model_that_loads_and_scores(tmp_path: Pa
 
 def test_stats_method_refuses_defects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_sample_set(tmp_path / "s", good=8, defective=1, seed=5, width=96, height=64)
-    argv = ["teach", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"),
+    argv = ["teach", "--method", "stats", "--good", str(tmp_path / "s" / "good"), "--out", str(tmp_path / "m"),
             "--defects", str(tmp_path / "s" / "defective")]  # fmt: skip
     assert main(argv) == 2
     assert "--defects: the stats method learns from good images only; add --method featnet" in capsys.readouterr().err

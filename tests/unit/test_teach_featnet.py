@@ -102,7 +102,8 @@ def test_featnet_needs_at_least_two_defective_images(
 
 
 def test_steps_are_refused_for_a_method_that_trains_no_network(parts: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["teach", "--good", str(parts / "train" / "good"), "--out", str(parts / "y"), "--steps", "10"]
+    argv = ["teach", "--method", "stats", "--good", str(parts / "train" / "good"), "--out", str(parts / "y"),
+            "--steps", "10"]  # fmt: skip
     assert main(argv) == 2
     assert "--steps: the stats method does not train a network; add --method featnet" in capsys.readouterr().err
 
