@@ -3,6 +3,7 @@
     python bench/magnetic_tile.py                            # every method, default split
     python bench/magnetic_tile.py --methods stats --data ../shared/datasets/magnetic-tile
     python bench/magnetic_tile.py --train-batches exp0,exp1 --test-batches exp2   # choosing settings
+    python bench/magnetic_tile.py --methods none --curve 0,5,20 --seeds 0 --jobs 2 --teach-args '--threads 1'
 
 Data: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic tile",
 The Visual Computer 36:85–96 (2020). Research use; the images are read where
@@ -20,7 +21,16 @@ tuned it for; featnet's painted defects were chosen that way.
 
 Prints, per method: image AUROC, pixel AUROC, IoU, false-reject and escape
 rates at the card's threshold, training seconds and model ms/image, and the
-exact commands it ran. Published anchors for image AUROC on this set (with
+exact commands it ran.
+
+The few-labels curve (`--curve`, default 0,5,10,20,50,all): featnet taught on
+the good training tiles and k labelled defective tiles per class of the
+training batches (all of a class where it has fewer; 0: unsupervised), for
+each of `--seeds` (which tiles are picked, and teach's own seed), tested on
+the test batches as above: image AUROC per seed, its mean and range, pixel
+AUROC and the escape rate at the card's threshold. `--jobs 2 --teach-args
+'--threads 1'` runs two teach runs at once on one core each (on a 2-core
+machine that is faster than one after the other on two). Published anchors for image AUROC on this set (with
 ImageNet-pretrained backbones): DifferNet 0.977, PatchCore 0.979.
 """
 
@@ -30,11 +40,15 @@ import argparse
 import json
 import os
 import platform
+import random
 import shlex
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lineinspect.cli import main as lineinspect
@@ -71,6 +85,13 @@ def main() -> int:
         "too few to resolve teach's own default of 0.005, which then sits above the single highest of them)",
     )
     parser.add_argument("--teach-args", default="", help="extra arguments for every teach run, e.g. '--seed 1'")
+    parser.add_argument(
+        "--curve",
+        default="0,5,10,20,50,all",
+        help="labelled defects per class for the few-labels curve (featnet), comma-separated; 'none' to skip it",
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the curve's runs, comma-separated")
+    parser.add_argument("--jobs", type=int, default=1, help="curve runs at once (each its own process)")
     parser.add_argument("--results", help="also write the figures, commands and timings to this JSON file")
     args = parser.parse_args()
 
@@ -78,7 +99,12 @@ def main() -> int:
     if not (data / GOOD_CLASS / "Imgs").is_dir():
         print(f"{data}: not the magnetic-tile folder (no {GOOD_CLASS}/Imgs); give --data", file=sys.stderr)
         return 2
-    methods = [m for m in args.methods.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m and m != "none"]
+    curve = [] if args.curve == "none" else [c for c in args.curve.split(",") if c]
+    if any(c != "all" and not c.isdigit() for c in curve):
+        print(f"--curve {args.curve}: give counts per class (0, 5, …) or 'all', comma-separated", file=sys.stderr)
+        return 2
+    seeds = [int(x) for x in args.seeds.split(",") if x]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         print(f"--methods: unknown {unknown}; choose from {list(METHODS)}", file=sys.stderr)
@@ -96,7 +122,7 @@ def main() -> int:
         for name, counts in counts_by_folder.items():
             print(f"  {name:14} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         lines = []
-        results: dict[str, object] = {}
+        results: dict[str, object] = {}  # method (and "curve") → figures
         for method in methods:
             teach_args = ["--target-false-reject", args.target_false_reject, *shlex.split(args.teach_args)]
             line, figures = run_method(method, folders, work, teach_args)
@@ -107,7 +133,11 @@ def main() -> int:
         print(f"{header[0]:18} " + " ".join(f"{h:>9}" for h in header[1:]))
         for line in lines:
             print(line)
-        print("anchors (ImageNet-pretrained): DifferNet 0.977, PatchCore 0.979 image AUROC")
+        if lines:
+            print("anchors (ImageNet-pretrained): DifferNet 0.977, PatchCore 0.979 image AUROC")
+        if curve:
+            teach_args = ["--target-false-reject", args.target_false_reject, *shlex.split(args.teach_args)]
+            results["curve"] = few_labels_curve(folders, work, curve, seeds, teach_args, args.jobs)
         if args.results:
             summary = {
                 "dataset": f"Magnetic Tile Defect ({CITATION})",
@@ -190,6 +220,80 @@ def run_method(
         f"{method:18} {_f(r['image_auroc']):>9} {_f(r['pixel_auroc']):>9} {_f(r['pixel_iou'], 3):>9} "
         f"{_p(r['false_reject_rate']):>9} {_p(r['escape_rate']):>9} {train_s:9.1f} {r['ms_per_image']['median']:9.1f}"
     ), figures
+
+
+def few_labels_curve(
+    folders: dict[str, object], work: Path, curve: list[str], seeds: list[int], teach_args: list[str], jobs: int
+) -> list[dict[str, object]]:
+    """Teach featnet with k labelled defects per class (k in curve) for each seed, evaluate each; print the table."""
+    train_defects = Path(str(folders["train_defects"]))
+    runs = [(k, seed) for k in curve for seed in seeds]
+
+    def one(k: str, seed: int) -> dict[str, object]:
+        name = f"featnet-labels-{k}-seed-{seed}"
+        model = work / "models" / name
+        teach = ["teach", "--method", "featnet", "--size", "256x256", "--good", str(folders["train_good"]),
+                 "--out", str(model), "--seed", str(seed), *teach_args]  # fmt: skip
+        picked = 0
+        if k != "0":
+            subset = work / "labelled" / f"{k}-seed-{seed}"
+            picked = pick_defects(train_defects, subset, None if k == "all" else int(k), seed)
+            teach += ["--defects", str(subset)]
+        out = work / "evaluation" / name
+        evaluate = ["evaluate", "--model", str(model), "--good", str(folders["test_good"]),
+                    "--defects", str(folders["test_defects"]), "--out", str(out), "--quiet"]  # fmt: skip
+        started = time.monotonic()
+        for argv in (teach, evaluate):
+            done = subprocess.run([sys.executable, "-m", "lineinspect.cli", *argv], capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"  {name}: {argv[0]} failed: {done.stderr.strip()[-400:]}", flush=True)
+                return {"per_class": k, "seed": seed, "labelled": picked, "failed": argv[0]}
+        r = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        print(f"  {name}: {picked} labelled, image AUROC {_f(r['image_auroc'])} ({time.monotonic() - started:.0f} s)",
+              flush=True)  # fmt: skip
+        return {"per_class": k, "seed": seed, "labelled": picked, "teach": shlex.join(["lineinspect", *teach]),
+                **{key: r[key] for key in ("image_auroc", "pixel_auroc", "escape_rate", "false_reject_rate")},
+                "classes": {n: c["image_auroc"] for n, c in r["classes"].items()}}  # fmt: skip
+
+    print(f"\n== few-labels curve: featnet, {len(runs)} runs ({jobs} at a time)", flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(pool.map(lambda run: one(*run), runs))
+    print()
+    print(f"{'labels/class':>12} {'labelled':>8} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds)
+          + f" {'mean':>7} {'range':>13} {'px AUROC':>9} {'escape':>7}")  # fmt: skip
+    for k in curve:
+        mine = [row for row in rows if row["per_class"] == k and "failed" not in row]
+        aurocs = [float(str(row["image_auroc"])) for row in mine]
+        if not aurocs:
+            print(f"{k:>12} failed")
+            continue
+        px = [float(str(row["pixel_auroc"])) for row in mine if row["pixel_auroc"] is not None]
+        esc = [float(str(row["escape_rate"])) for row in mine if row["escape_rate"] is not None]
+        labelled = sorted({int(str(row["labelled"])) for row in mine})
+        px_mean = _f(statistics.mean(px) if px else None)
+        escape = _p(statistics.mean(esc) if esc else None)
+        spread = f"{min(aurocs):6.4f}–{max(aurocs):6.4f}"
+        print(f"{k:>12} {'/'.join(map(str, labelled)):>8} " + " ".join(f"{a:8.4f}" for a in aurocs)
+              + f" {statistics.mean(aurocs):7.4f} {spread:>13} {px_mean:>9} {escape:>7}")  # fmt: skip
+    return rows
+
+
+def pick_defects(train_defects: Path, subset: Path, per_class: int | None, seed: int) -> int:
+    """Link per_class defective images of each class (all where None or fewer), with their masks, into subset."""
+    rng = random.Random(seed)
+    picked = 0
+    for class_dir in sorted(p for p in train_defects.iterdir() if p.is_dir()):
+        images = sorted(class_dir.glob("*.jpg"))
+        rng.shuffle(images)
+        target = subset / class_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for image in images if per_class is None else images[:per_class]:
+            (target / image.name).symlink_to(image.resolve())
+            mask = image.with_suffix(".png")
+            if mask.exists():
+                (target / mask.name).symlink_to(mask.resolve())
+            picked += 1
+    return picked
 
 
 def _f(value: float | None, digits: int = 4) -> str:

@@ -90,6 +90,7 @@ _METHOD_OPTIONS = (
     ("defects", "--defects", ("featnet", "draem")),
     ("steps", "--steps", ("featnet",)),
     ("epochs", "--epochs", ("draem",)),
+    ("threads", "--threads", ("featnet", "draem")),
     ("position_weight", "--position-weight", ("patchknn",)),
     ("ignore_border", "--ignore-border", ("patchknn",)),
 )
@@ -150,6 +151,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
     args.method = method  # what the rest of teach, _teach_draem included, reads
     if why is not None:
         print(why, file=sys.stderr)  # stderr: scripts read the model line on stdout
+    if args.threads is not None and args.threads < 1:
+        raise LineinspectError(f"--threads {args.threads}: train on at least 1 CPU thread")
     if args.method == "draem":
         _teach_draem(args, good, out)
         return _quantize_taught(args, out)
@@ -159,6 +162,10 @@ def cmd_teach(args: argparse.Namespace) -> int:
         )
     if args.steps is not None and args.method != "featnet":
         raise LineinspectError(f"--steps: the {args.method} method does not train a network; add --method featnet")
+    if args.threads is not None and args.method not in _TORCH_METHODS:
+        raise LineinspectError(
+            f"--threads: the {args.method} method trains no network and takes seconds; leave --threads out"
+        )
     width, height = args.size
     options = TeachOptions(
         name=args.name or out.name,
@@ -177,7 +184,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
     elif args.method == "featnet":
         from lineinspect.teach.featnet import FeatNetOptions, teach_featnet
 
-        net = FeatNetOptions(teach=options, **({"steps": args.steps} if args.steps is not None else {}))
+        given = {"steps": args.steps, "threads": args.threads}
+        net = FeatNetOptions(teach=options, **{k: v for k, v in given.items() if v is not None})
         card = teach_featnet(good, Path(args.defects) if args.defects is not None else None, out, net)
     else:
         from lineinspect.teach.stats import teach_stats
@@ -250,6 +258,12 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
     p.add_argument("--steps", type=int, default=None, help="featnet: training batches of 16 images (default 1500)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="featnet, draem: CPU threads to train on (default 2; 1 leaves a core to a station running beside it)",
+    )
+    p.add_argument(
         "--position-weight",
         type=float,
         default=None,
@@ -283,7 +297,8 @@ def _teach_draem(args: argparse.Namespace, good: list[Path], out: Path) -> int:
         holdout_fraction=args.holdout,
         seed=args.seed,
     )
-    options = DraemOptions(teach=teach, **({"epochs": args.epochs} if args.epochs else {}))
+    given = {"epochs": args.epochs, "threads": args.threads}
+    options = DraemOptions(teach=teach, **{k: v for k, v in given.items() if v is not None})
     defects = Path(args.defects) if args.defects is not None else None
     card = teach_draem(good, defects, out, options)
     assert card.anomaly is not None

@@ -137,3 +137,30 @@ def test_an_explicit_method_is_taught_without_a_note(
 ) -> None:
     assert _teach(good, tmp_path / "m", "--size", "64x48", "--method", "stats") == 0
     assert "--method not given" not in capsys.readouterr().err
+
+
+@needs_torch
+def test_threads_without_method_teach_featnet_on_that_many_threads(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m"
+    assert _teach(good, out, "--size", "64x64", "--steps", "2", "--threads", "1") == 0
+    assert load_card(out).trained["threads"] == 1
+    assert "--method not given: featnet, the method --steps and --threads belong to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "stats", "--threads", "1"], "--threads: the stats method trains no network and takes seconds"),
+        (["--method", "patchknn", "--threads", "2"], "--threads: the patchknn method trains no network"),
+        (["--method", "featnet", "--threads", "0"], "--threads 0: train on at least 1 CPU thread"),
+        (["--method", "draem", "--threads", "-1"], "--threads -1: train on at least 1 CPU thread"),
+    ],
+)
+def test_threads_are_refused_where_they_mean_nothing(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert _teach(good, tmp_path / "m", "--size", "64x48", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -17,10 +17,17 @@ plant's own labelled defects in minutes:
    mean and maximum of the last layer and of the map). Both are trained with
    binary cross-entropy, on batches that are half good and half defective
    images, flipped at random.
-3. Supervised (`--defects DIR`): the defective images and their masks (a
-   cell is defective when any of its pixels is). A defective image without a
-   mask still teaches the image head. Unsupervised (good images only):
-   defects painted onto good images (`painted.paint_defect`) take their place.
+3. Unsupervised (good images only): defects painted onto good images
+   (`painted.paint_defect`) are the defective half of every batch.
+   With labelled defects (`--defects DIR`): the defective images and their
+   masks (a cell is defective when any of its pixels is; an image without a
+   mask still teaches the image head), each also transplanted onto other good
+   images (its masked pixels pasted where they were, brightness matched:
+   `TRANSPLANTS_PER_DEFECT`), and the painted defects besides. Labelled and
+   transplanted defects together make n / (n + `LABELS_BALANCE`) of the
+   defective draws for n labelled images, painted ones the rest: a first week's
+   tens of reviewed rejects add to what painting teaches instead of replacing
+   it (a few labels alone fit those few), and hundreds of labels outweigh it.
 4. Export: one ONNX graph — the filter bank, then the network (exported by
    torch, opset 17) run on the cells as they are and flipped up-down,
    left-right and both (the maps flipped back, the four answers averaged) —
@@ -90,6 +97,13 @@ TEST_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
 # 16 feature maps of the input's cells: 0.26 MB at 256x256).
 PAINTED_PER_GOOD = 8
 PAINTED_MAX = 2500
+# With n labelled defective images, labelled (and transplanted) ones make n / (n + LABELS_BALANCE) of the
+# defective draws, painted ones the rest (module docstring, 3.).
+LABELS_BALANCE = 25
+# Each labelled defect with a mask is also pasted onto this many other good images, at most TRANSPLANTS_MAX
+# in all (the same memory bound as the painted ones).
+TRANSPLANTS_PER_DEFECT = 8
+TRANSPLANTS_MAX = 2500
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +118,32 @@ class FeatNetOptions:
 
 @dataclass(frozen=True, slots=True)
 class _Examples:
-    """Training images as features: (N, F, h, w) float32, cell masks (N, h, w) float32, labels, mask known."""
+    """Training images as features: (N, F, h, w) float32, cell masks (N, h, w) float32, labels, mask known,
+    and each image's share of the draws (N,) float64 summing to 1."""
 
     features: np.ndarray
     masks: np.ndarray
     defective: np.ndarray
     has_mask: np.ndarray
+    draw: np.ndarray
+
+
+def _examples(features: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) -> _Examples:
+    """Defective examples drawn alike."""
+    n = len(features)
+    return _Examples(features, masks, np.ones(n, bool), has_mask, np.full(n, 1.0 / n))
+
+
+def _mixed(labelled: _Examples, painted: _Examples, labelled_images: int) -> _Examples:
+    """One pool: the labelled (and transplanted) examples with n / (n + LABELS_BALANCE) of the draws."""
+    share = labelled_images / (labelled_images + LABELS_BALANCE)
+    return _Examples(
+        np.concatenate([labelled.features, painted.features]),
+        np.concatenate([labelled.masks, painted.masks]),
+        np.concatenate([labelled.defective, painted.defective]),
+        np.concatenate([labelled.has_mask, painted.has_mask]),
+        np.concatenate([labelled.draw * share, painted.draw * (1 - share)]),
+    )
 
 
 def teach_featnet(
@@ -137,20 +171,22 @@ def teach_featnet(
     bank = open_session(features_model(parts, spec, feature_name), options.threads)
     good = _features(bank, tensors[train], "features of good parts", teach.progress)
     cells = good.shape[-2:]
-    if defects is not None:
-        bad = _real_defects(bank, defects, spec, cells, teach.progress)
-    else:
-        bad = _painted_defects(bank, tensors[train], rng, cells, teach.progress)
+    painted = _painted_defects(bank, tensors[train], rng, cells, teach.progress)
+    labelled = (
+        None if defects is None else _labelled_defects(bank, defects, spec, tensors[train], rng, cells, teach.progress)
+    )
+    bad = painted if labelled is None else _mixed(labelled.examples, painted, labelled.images)
+    labelled_images = 0 if labelled is None else labelled.images
 
     net = _network(torch, good, options.channels)
     _train(torch, net, good, bad, options, rng)
 
     model = _export(torch, net, parts, spec, feature_name)
     scores, maxima = score_held_back(model, tensors[holdout], options.threads)
-    supervised = defects is not None
-    taught_from = (
-        f"{int(bad.defective.sum())} defective images" if supervised else f"{len(bad.defective)} painted defects"
-    )
+    supervised = labelled is not None
+    taught_from = f"{len(painted.defective)} painted defects"
+    if labelled is not None:
+        taught_from = f"{labelled.images} labelled defective images ({labelled.transplants} transplants), {taught_from}"
     return write_anomaly_card(
         out_dir,
         teach,
@@ -167,10 +203,12 @@ def teach_featnet(
         started_ns=started,
         good_images=good_images,
         details={
-            "defect_images_learned": int(bad.defective.sum()) if supervised else 0,
+            "defect_images_learned": labelled_images,
             "supervised": supervised,
-            "painted_defects": 0 if supervised else len(bad.defective),
-            "defect_images_without_mask": int((~bad.has_mask).sum()) if supervised else 0,
+            "painted_defects": len(painted.defective),
+            "transplanted_defects": 0 if labelled is None else labelled.transplants,
+            "labelled_share_of_defect_draws": round(labelled_images / (labelled_images + LABELS_BALANCE), 4),
+            "defect_images_without_mask": 0 if labelled is None else labelled.without_mask,
             "steps": options.steps,
             "batch": BATCH,
             "channels": options.channels,
@@ -191,23 +229,62 @@ def _cell_mask(mask: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
     return mask.reshape(h, CELL_PX, w, CELL_PX).max(axis=(1, 3)).astype(np.float32)
 
 
-def _real_defects(
-    bank: ort.InferenceSession, folder: Path, spec: InputSpec, cells: tuple[int, int], progress: bool
-) -> _Examples:
-    tensors, masks, known = [], [], []
+@dataclass(frozen=True, slots=True)
+class _Labelled:
+    """The labelled defects and their transplants as one pool; how many of each."""
+
+    examples: _Examples
+    images: int  # labelled images (the first `images` examples); transplants follow
+    transplants: int
+    without_mask: int
+
+
+def _labelled_defects(
+    bank: ort.InferenceSession,
+    folder: Path,
+    spec: InputSpec,
+    good: np.ndarray,
+    rng: np.random.Generator,
+    cells: tuple[int, int],
+    progress: bool,
+) -> _Labelled:
+    """The labelled defective images of folder, and each masked one pasted onto other good images (`_transplant`)."""
+    tensors, masks_px, known = [], [], []
     for item in find_defects(folder):
         image, mask = read_labelled(item)
         tensors.append(input_tensor(image, spec))
         known.append(mask is not None)
         if mask is None:
-            masks.append(np.zeros(cells, np.float32))
+            masks_px.append(np.zeros((spec.height, spec.width), np.uint8))
         else:
-            resized = cv2.resize(mask.astype(np.uint8), (spec.width, spec.height), interpolation=cv2.INTER_NEAREST)
-            masks.append(_cell_mask(resized, cells))
+            size = (spec.width, spec.height)
+            masks_px.append(
+                (cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8)
+            )
     if len(tensors) < 2:
         raise TeachError(f"--defects {folder}: {len(tensors)} defective image(s); give at least 2 (dozens work best)")
-    features = _features(bank, np.stack(tensors), "features of defective parts", progress)
-    return _Examples(features, np.stack(masks), np.ones(len(tensors), bool), np.array(known))
+    masked = [i for i, k in enumerate(known) if k and masks_px[i].any()]
+    pasted, pasted_masks = [], []
+    for _ in range(min(TRANSPLANTS_PER_DEFECT * len(masked), TRANSPLANTS_MAX)):
+        i = masked[int(rng.integers(len(masked)))]
+        onto = good[int(rng.integers(len(good)))][0]
+        pasted.append(_transplant(tensors[i][0], masks_px[i], onto)[None])
+        pasted_masks.append(masks_px[i])
+    images = np.stack(tensors + pasted).astype(np.float32)
+    features = _features(bank, images, "labelled and transplanted defects", progress)
+    cell_masks = np.stack([_cell_mask(m, cells) for m in masks_px + pasted_masks])
+    has_mask = np.array(known + [True] * len(pasted))
+    return _Labelled(_examples(features, cell_masks, has_mask), len(tensors), len(pasted), known.count(False))
+
+
+def _transplant(defective: np.ndarray, mask: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """(H, W) 0–1: good with the masked pixels of defective (grown by 2 px, soft-edged) pasted where they lie,
+    scaled by the ratio of the two images' mean brightness around the defect."""
+    grown = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    soft = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), 1.0)
+    ring = cv2.dilate(grown, np.ones((15, 15), np.uint8)) > grown
+    ratio = float(good[ring].mean() / max(defective[ring].mean(), 1e-3)) if ring.any() else 1.0
+    return np.clip(good * (1 - soft) + defective * ratio * soft, 0.0, 1.0).astype(np.float32)
 
 
 def _painted_defects(
@@ -225,7 +302,7 @@ def _painted_defects(
         masks.append(_cell_mask(mask, cells))
     keep = [i for i, m in enumerate(masks) if m.any()]  # a paint job too faint to see is no defect
     features = _features(bank, np.stack([painted[i] for i in keep]).astype(np.float32), "painted defects", progress)
-    return _Examples(features, np.stack([masks[i] for i in keep]), np.ones(len(keep), bool), np.ones(len(keep), bool))
+    return _examples(features, np.stack([masks[i] for i in keep]), np.ones(len(keep), bool))
 
 
 def _network(torch: Any, good: np.ndarray, channels: int) -> Any:
@@ -270,12 +347,18 @@ def _train(
 ) -> None:
     f = torch.nn.functional
     zero_mask = np.zeros(good.shape[-2:], np.float32)
+    # Painted defects alone are drawn alike with the same random numbers as before labelled ones could be
+    # mixed in, so that an unsupervised model is taught exactly as it was.
+    draw = None if np.all(bad.draw == bad.draw[0]) else np.cumsum(bad.draw)
 
     def batch_loss() -> tuple[Any, dict[str, Any]]:
         xs, ms, ys, weights = [], [], [], []
         for _ in range(BATCH):
             if rng.random() < 0.5:
-                i = int(rng.integers(len(bad.defective)))
+                if draw is None:
+                    i = int(rng.integers(len(bad.defective)))
+                else:
+                    i = min(int(np.searchsorted(draw, rng.random() * draw[-1], side="right")), len(draw) - 1)
                 x, m, y, known = bad.features[i].copy(), bad.masks[i].copy(), 1.0, bool(bad.has_mask[i])
             else:
                 x, m, y, known = good[int(rng.integers(len(good)))].copy(), zero_mask.copy(), 0.0, True
