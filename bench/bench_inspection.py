@@ -1,9 +1,12 @@
 """Inspection throughput, measured side by side in one process and one run.
 
-Prints raw onnxruntime inferences/s for a model, then `lineinspect check`
-images/s and HTTP upload requests/s at 1, 2 and 4 concurrent clients, each as
-a ratio to the raw figure measured in the same round. The phases are
-interleaved over several rounds and the median ratio is reported, so a busy
+Prints raw onnxruntime inferences/s for a model, decode + inference/s (the
+upload's bytes decoded, preprocessed and run, on as many threads as the HTTP
+server has inference workers: the most its pool could do without HTTP), then
+`lineinspect check` images/s and HTTP upload requests/s at 1, 2 and 4
+concurrent clients, each as a ratio to the raw figure and to decode + inference
+measured in the same round. The phases are interleaved over several rounds and
+the median ratio is reported with its range over the rounds, so a busy
 neighbour on a shared machine shifts all figures alike instead of one.
 
     python bench/bench_inspection.py [--model models/default] [--images sample_images]
@@ -25,7 +28,7 @@ import onnxruntime as ort
 
 from lineinspect.assemble import model_dir, single_model_inspector
 from lineinspect.config import HttpSection
-from lineinspect.core.decode import read_image_file
+from lineinspect.core.decode import decode_image, read_image_file
 from lineinspect.core.inspector import Inspector
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.preprocess import preprocess
@@ -57,6 +60,33 @@ def raw_inferences_per_s(model: Model, image_path: Path, seconds: float) -> floa
         return 1
 
     return per_second(once, seconds)
+
+
+def decode_and_infer_per_s(model: Model, uploads: list[tuple[str, bytes]], threads: int, seconds: float) -> float:
+    """Upload bytes → decode_image → preprocess → session.run, on `threads` threads taking the images in turn."""
+    counts = [0] * threads
+    start = threading.Barrier(threads + 1)
+    deadline_ns = [0]
+
+    def worker(index: int) -> None:
+        start.wait()
+        i = index
+        while time.monotonic_ns() < deadline_ns[0]:
+            name, data = uploads[i % len(uploads)]
+            tensor, _ = preprocess(decode_image(data, name=name), model.card.input)
+            model.session.run(model.output_names, {model.input_name: tensor})
+            counts[index] += 1
+            i += 1
+
+    workers = [threading.Thread(target=worker, args=(i,), name=f"bench-decode-{i}") for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    t0 = time.monotonic_ns()
+    deadline_ns[0] = t0 + int(seconds * 1e9)
+    start.wait()
+    for thread in workers:
+        thread.join()
+    return sum(counts) / ((time.monotonic_ns() - t0) / 1e9)
 
 
 def check_images_per_s(inspector: Inspector, paths: list[Path], seconds: float) -> float:
@@ -144,29 +174,37 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs, onnxruntime {ort.__version__}, {options.intra_op_threads} intra-op threads, "
             f"{args.workers} HTTP workers"
         )
-        names = ["raw onnxruntime inference", "check (read, decode, inspect)"]
+        decoded = f"decode + inference, {args.workers} thread{'s' if args.workers > 1 else ''}"
+        names = ["raw onnxruntime inference", decoded, "check (read, decode, inspect)"]
         names += [f"HTTP upload, {n} client{'s' if n > 1 else ''}" for n in CLIENT_COUNTS]
         figures: dict[str, list[float]] = {n: [] for n in names}
         ratios: dict[str, list[float]] = {n: [] for n in names}
+        to_decoded: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(args.rounds):
             measured = [
                 raw_inferences_per_s(model, paths[0], args.seconds),
+                decode_and_infer_per_s(model, uploads, args.workers, args.seconds),
                 check_images_per_s(inspector, paths, args.seconds),
                 *(http_requests_per_s(url, uploads, n, args.seconds) for n in CLIENT_COUNTS),
             ]
             for name, value in zip(names, measured, strict=True):
                 figures[name].append(value)
                 ratios[name].append(value / measured[0])
-        print(f"{'measure':34} {'per second (median)':>26} {'ratio to raw':>13}")
+                to_decoded[name].append(value / measured[1])
+        print(f"{'measure':38} {'per second (median)':>26} {'÷ raw (range)':>18} {'÷ decode+inference (range)':>27}")
         for name in names:
-            unit = "inferences" if name.startswith("raw") else "images" if name.startswith("check") else "requests"
+            unit = "inferences" if name.startswith("raw") else "images" if not name.startswith("HTTP") else "requests"
             value = statistics.median(figures[name])
-            print(f"{name:34} {value:15.1f} {unit:10} {statistics.median(ratios[name]):13.2f}")
+            print(f"{name:38} {value:15.1f} {unit:10} {_ratio(ratios[name]):>18} {_ratio(to_decoded[name]):>27}")
     finally:
         server.should_exit = True
         serving.join(timeout=30)
         sock.close()
     return 0
+
+
+def _ratio(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
 if __name__ == "__main__":

@@ -227,7 +227,12 @@ def few_labels_curve(
 ) -> list[dict[str, object]]:
     """Teach featnet with k labelled defects per class (k in curve) for each seed, evaluate each; print the table."""
     train_defects = Path(str(folders["train_defects"]))
-    runs = [(k, seed) for k in curve for seed in seeds]
+    largest = max(len(list(d.glob("*.jpg"))) for d in train_defects.iterdir() if d.is_dir())
+    # A count no class reaches picks every labelled tile, as "all" does: taught once, shown on both lines.
+    same = {k: "all" for k in curve if k != "all" and int(k) >= largest and "all" in curve}
+    for k, as_k in same.items():
+        print(f"  {k} per class picks every labelled tile (no class has more than {largest}): the '{as_k}' run")
+    runs = [(k, seed) for k in curve if k not in same for seed in seeds]
 
     def one(k: str, seed: int) -> dict[str, object]:
         name = f"featnet-labels-{k}-seed-{seed}"
@@ -258,6 +263,9 @@ def few_labels_curve(
     print(f"\n== few-labels curve: featnet, {len(runs)} runs ({jobs} at a time)", flush=True)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         rows = list(pool.map(lambda run: one(*run), runs))
+    rows += [
+        {**row, "per_class": k, "same_as": as_k} for k, as_k in same.items() for row in rows if row["per_class"] == as_k
+    ]
     print()
     print(f"{'labels/class':>12} {'labelled':>8} " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds)
           + f" {'mean':>7} {'range':>13} {'px AUROC':>9} {'escape':>7}")  # fmt: skip
