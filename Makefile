@@ -93,8 +93,9 @@ bench: $(VENV)/.installed kserve
 	$(BIN)/python bench/chaos.py
 
 # Teach and evaluate on the real magnetic-tile set (shared/, research use; see bench/magnetic_tile.py).
+# Every method on the magnetic tiles, then featnet's few-labels curve (3 seeds, two runs at once): hours on 2 cores.
 bench-tile: $(VENV)/.installed
-	$(BIN)/python bench/magnetic_tile.py
+	$(BIN)/python bench/magnetic_tile.py --jobs 2
 
 # Sample parts with ground truth (committed in sample_images/) and the default model, taught
 # from 200 generated good parts (another seed, not committed) by the project's own `teach`.

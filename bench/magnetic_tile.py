@@ -3,7 +3,7 @@
     python bench/magnetic_tile.py                            # every method, default split
     python bench/magnetic_tile.py --methods stats --data ../shared/datasets/magnetic-tile
     python bench/magnetic_tile.py --train-batches exp0,exp1 --test-batches exp2   # choosing settings
-    python bench/magnetic_tile.py --methods none --curve 0,5,20 --seeds 0 --jobs 2 --teach-args '--threads 1'
+    python bench/magnetic_tile.py --methods none --curve 0,5,20 --seeds 0 --jobs 2   # the few-labels curve alone
 
 Data: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic tile",
 The Visual Computer 36:85–96 (2020). Research use; the images are read where
@@ -28,9 +28,8 @@ the good training tiles and k labelled defective tiles per class of the
 training batches (all of a class where it has fewer; 0: unsupervised), for
 each of `--seeds` (which tiles are picked, and teach's own seed), tested on
 the test batches as above: image AUROC per seed, its mean and range, pixel
-AUROC and the escape rate at the card's threshold. `--jobs 2 --teach-args
-'--threads 1'` runs two teach runs at once on one core each (on a 2-core
-machine that is faster than one after the other on two). Published anchors for image AUROC on this set (with
+AUROC and the escape rate at the card's threshold. `--jobs 2` runs two teach
+runs at once, each on its share of the cores (`teach --threads`). Published anchors for image AUROC on this set (with
 ImageNet-pretrained backbones): DifferNet 0.977, PatchCore 0.979.
 """
 
@@ -233,12 +232,14 @@ def few_labels_curve(
     for k, as_k in same.items():
         print(f"  {k} per class picks every labelled tile (no class has more than {largest}): the '{as_k}' run")
     runs = [(k, seed) for k in curve if k not in same for seed in seeds]
+    # Runs at once share the cores: each teaches on its share of them (unless --teach-args says --threads).
+    threads = [] if "--threads" in teach_args else ["--threads", str(max(1, (os.cpu_count() or 2) // max(1, jobs)))]
 
     def one(k: str, seed: int) -> dict[str, object]:
         name = f"featnet-labels-{k}-seed-{seed}"
         model = work / "models" / name
         teach = ["teach", "--method", "featnet", "--size", "256x256", "--good", str(folders["train_good"]),
-                 "--out", str(model), "--seed", str(seed), *teach_args]  # fmt: skip
+                 "--out", str(model), "--seed", str(seed), *threads, *teach_args]  # fmt: skip
         picked = 0
         if k != "0":
             subset = work / "labelled" / f"{k}-seed-{seed}"
