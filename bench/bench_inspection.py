@@ -4,8 +4,9 @@ Prints raw onnxruntime inferences/s for a model, decode + inference/s (the
 upload's bytes decoded, preprocessed and run, on as many threads as the HTTP
 server has inference workers: the most its pool could do without HTTP), then
 `lineinspect check` images/s and HTTP upload requests/s at 1, 2 and 4
-concurrent clients, each as a ratio to the raw figure and to decode + inference
-measured in the same round. The phases are interleaved over several rounds and
+concurrent clients (in a process of their own, sending requests built once),
+each as a ratio to the raw figure and to decode + inference measured in the
+same round. The phases are interleaved over several rounds and
 the median ratio is reported with its range over the rounds, so a busy
 neighbour on a shared machine shifts all figures alike instead of one.
 
@@ -15,6 +16,8 @@ neighbour on a shared machine shifts all figures alike instead of one.
 from __future__ import annotations
 
 import argparse
+import http.client
+import multiprocessing
 import os
 import statistics
 import sys
@@ -22,8 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import onnxruntime as ort
 
 from lineinspect.assemble import model_dir, single_model_inspector
@@ -62,23 +65,20 @@ def raw_inferences_per_s(model: Model, image_path: Path, seconds: float) -> floa
     return per_second(once, seconds)
 
 
-def decode_and_infer_per_s(model: Model, uploads: list[tuple[str, bytes]], threads: int, seconds: float) -> float:
-    """Upload bytes → decode_image → preprocess → session.run, on `threads` threads taking the images in turn."""
+def per_second_in_threads(
+    threads: int, seconds: float, stem: str, body: Callable[[int, Callable[[], bool]], int]
+) -> float:
+    """Items per second of `threads` threads started together, each running body(index, running) until running()
+    turns false after `seconds`; body returns how many items it did."""
     counts = [0] * threads
     start = threading.Barrier(threads + 1)
     deadline_ns = [0]
 
-    def worker(index: int) -> None:
+    def run(index: int) -> None:
         start.wait()
-        i = index
-        while time.monotonic_ns() < deadline_ns[0]:
-            name, data = uploads[i % len(uploads)]
-            tensor, _ = preprocess(decode_image(data, name=name), model.card.input)
-            model.session.run(model.output_names, {model.input_name: tensor})
-            counts[index] += 1
-            i += 1
+        counts[index] = body(index, lambda: time.monotonic_ns() < deadline_ns[0])
 
-    workers = [threading.Thread(target=worker, args=(i,), name=f"bench-decode-{i}") for i in range(threads)]
+    workers = [threading.Thread(target=run, args=(i,), name=f"{stem}-{i}") for i in range(threads)]
     for thread in workers:
         thread.start()
     t0 = time.monotonic_ns()
@@ -89,43 +89,69 @@ def decode_and_infer_per_s(model: Model, uploads: list[tuple[str, bytes]], threa
     return sum(counts) / ((time.monotonic_ns() - t0) / 1e9)
 
 
+def decode_and_infer_per_s(model: Model, uploads: list[tuple[str, bytes]], threads: int, seconds: float) -> float:
+    """Upload bytes → decode_image → preprocess → session.run, on `threads` threads taking the images in turn."""
+
+    def worker(index: int, running: Callable[[], bool]) -> int:
+        done = 0
+        while running():
+            name, data = uploads[(index + done) % len(uploads)]
+            tensor, _ = preprocess(decode_image(data, name=name), model.card.input)
+            model.session.run(model.output_names, {model.input_name: tensor})
+            done += 1
+        return done
+
+    return per_second_in_threads(threads, seconds, "bench-decode", worker)
+
+
 def check_images_per_s(inspector: Inspector, paths: list[Path], seconds: float) -> float:
     """What `lineinspect check` does per image: read, decode, inspect, judge."""
     return per_second(lambda: check_images(inspector, paths).summary.images, seconds)
 
 
-def http_requests_per_s(url: str, uploads: list[tuple[str, bytes]], clients: int, seconds: float) -> float:
-    """`clients` threads, each with its own connection, posting the images in turn until the time is up."""
-    counts = [0] * clients
+BOUNDARY = "lineinspect-bench-boundary"
+_BODIES: list[bytes] = []  # the load generator's pre-built requests (set in its process by _load_bodies)
+
+
+def multipart_body(name: str, data: bytes) -> bytes:
+    """A whole multipart/form-data body with the image as field `file`: built once per image, sent as it is."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def _load_bodies(bodies: list[bytes]) -> None:
+    _BODIES[:] = bodies
+
+
+def http_requests_per_s(host: str, port: int, clients: int, seconds: float) -> tuple[float, str | None]:
+    """Runs in the load generator's own process: `clients` threads, each on its own kept-alive connection,
+    posting the pre-built requests in turn until the time is up; (requests/s, the first failure or None)."""
     failures: list[str] = []
-    start = threading.Barrier(clients + 1)
-    deadline_ns = [0]
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
-    def client(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            start.wait()
-            i = index
-            while time.monotonic_ns() < deadline_ns[0]:
-                name, data = uploads[i % len(uploads)]
-                response = http.post("/v1/inspections", files={"file": (name, data)})
-                if response.status_code != 200:
-                    failures.append(f"{name}: {response.status_code} {response.text[:200]}")
-                    return
-                counts[index] += 1
-                i += 1
+    def client(index: int, running: Callable[[], bool]) -> int:
+        done = 0
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            while running():
+                connection.request(
+                    "POST", "/v1/inspections", body=_BODIES[(index + done) % len(_BODIES)], headers=headers
+                )
+                response = connection.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    failures.append(f"{response.status} {answer[:200]!r}")
+                    break
+                done += 1
+        finally:
+            connection.close()
+        return done
 
-    threads = [threading.Thread(target=client, args=(i,), name=f"bench-client-{i}") for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    t0 = time.monotonic_ns()
-    deadline_ns[0] = t0 + int(seconds * 1e9)
-    start.wait()
-    for thread in threads:
-        thread.join()
-    elapsed_s = (time.monotonic_ns() - t0) / 1e9
-    if failures:
-        raise SystemExit(f"bench: HTTP upload failed: {failures[0]}")
-    return sum(counts) / elapsed_s
+    rate = per_second_in_threads(clients, seconds, "bench-client", client)
+    return rate, failures[0] if failures else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,10 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     settings = HttpSection(inference_workers=args.workers, max_waiting=max(CLIENT_COUNTS))
     app = create_app(inspector, settings, station_path="bench")
     sock = bind_socket("127.0.0.1", 0)
-    url = url_of(sock)
+    host, port = urlsplit(url_of(sock)).hostname or "127.0.0.1", urlsplit(url_of(sock)).port or 0
     server = make_server(app, log_level="warning", access_log=False)
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="bench-uvicorn")
     serving.start()
+    # The clients run in a process of their own and send requests built once, so that what they cost
+    # (building multipart bodies, parsing answers, holding the GIL) is not taken from the server's process.
+    load = multiprocessing.get_context("spawn").Pool(
+        1, initializer=_load_bodies, initargs=([multipart_body(name, data) for name, data in uploads],)
+    )
+
+    def http_rate(clients: int) -> float:
+        rate, failure = load.apply(http_requests_per_s, (host, port, clients, args.seconds))
+        if failure is not None:
+            raise SystemExit(f"bench: HTTP upload failed: {failure}")
+        return rate
+
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while not server.started and time.monotonic() < deadline and serving.is_alive():
@@ -185,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 raw_inferences_per_s(model, paths[0], args.seconds),
                 decode_and_infer_per_s(model, uploads, args.workers, args.seconds),
                 check_images_per_s(inspector, paths, args.seconds),
-                *(http_requests_per_s(url, uploads, n, args.seconds) for n in CLIENT_COUNTS),
+                *(http_rate(n) for n in CLIENT_COUNTS),
             ]
             for name, value in zip(names, measured, strict=True):
                 figures[name].append(value)
@@ -197,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             value = statistics.median(figures[name])
             print(f"{name:38} {value:15.1f} {unit:10} {_ratio(ratios[name]):>18} {_ratio(to_decoded[name]):>27}")
     finally:
+        load.terminate()
         server.should_exit = True
         serving.join(timeout=30)
         sock.close()
