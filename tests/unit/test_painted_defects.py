@@ -45,3 +45,39 @@ def test_shapes_scale_with_the_image_so_a_small_input_keeps_small_defects() -> N
                 areas[side].append(float(mask.mean()))
     # The share of the image a defect covers does not depend on the image's size (within noise).
     assert 0.6 < np.median(areas[256]) / np.median(areas[768]) < 1.6
+
+
+def test_the_grain_of_a_ground_surface_is_found_and_a_surface_without_one_has_none() -> None:
+    streaked = np.stack([_part(i) for i in range(4)])  # streaks run down the columns (along y)
+    grain = painted.texture_grain(streaked)
+    assert grain is not None and abs(np.degrees(grain) % 180 - 90) < 5
+    turned = np.stack([np.ascontiguousarray(p.T) for p in streaked])  # the same surface turned: along x
+    grain = painted.texture_grain(turned)
+    assert grain is not None and min(np.degrees(grain) % 180, 180 - np.degrees(grain) % 180) < 5
+    rng = np.random.default_rng(2)
+    speckled = np.stack(
+        [cv2.GaussianBlur(rng.normal(110, 20, (256, 256)).astype(np.float32), (0, 0), 2) for _ in range(4)]
+    )
+    assert painted.texture_grain(speckled) is None
+    assert painted.texture_grain(np.full((2, 64, 64), 100, np.float32)) is None  # no texture at all
+
+
+@pytest.mark.parametrize("shape", painted.GRAIN_SHAPES)
+def test_defects_that_follow_the_grain_run_along_it_and_are_labelled(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(painted, "GRAIN_SHARE", 1.0)
+    monkeypatch.setattr(painted, "GRAIN_SHAPES", (shape,))
+    monkeypatch.setattr(painted, "GRAIN_SHAPE_WEIGHTS", (1.0,))
+    rng = np.random.default_rng(3)
+    longer_along, labelled = 0, 0
+    for i in range(20):
+        image = _part(i)
+        out, mask = painted.paint_defect(rng, image.copy(), _part(50 + i), grain=np.pi / 2)
+        changed = np.abs(out - image) > painted.VISIBLE_LEVELS
+        assert not (changed & (mask == 0)).any()  # whatever changed visibly is labelled
+        if mask.any():
+            labelled += 1
+            ys, xs = np.nonzero(mask)
+            longer_along += int(np.ptp(ys) >= np.ptp(xs))  # down the columns, as the streaks run
+    assert labelled >= 14 and longer_along >= labelled - 2

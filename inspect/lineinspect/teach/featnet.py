@@ -18,7 +18,8 @@ plant's own labelled defects in minutes:
    binary cross-entropy, on batches that are half good and half defective
    images, flipped at random.
 3. Unsupervised (good images only): defects painted onto good images
-   (`painted.paint_defect`) are the defective half of every batch.
+   (`painted.paint_defect`) are the defective half of every batch; on a
+   surface with a grain (`painted.texture_grain`) half of them follow it.
    With labelled defects (`--defects DIR`): the defective images and their
    masks (a cell is defective when any of its pixels is; an image without a
    mask still teaches the image head), and the painted defects besides. The
@@ -82,7 +83,7 @@ from lineinspect.teach.common import (
 )
 from lineinspect.teach.filter_bank import GraphParts
 from lineinspect.teach.good_folder import TeachError
-from lineinspect.teach.painted import paint_defect
+from lineinspect.teach.painted import paint_defect, texture_grain
 from lineinspect.teach.patchknn import CELL_PX, FEATURE_COUNT, features_model, patch_features
 
 METHOD = "filter-bank network v2"
@@ -170,7 +171,8 @@ def teach_featnet(
     bank = open_session(features_model(parts, spec, feature_name), options.threads)
     good = _features(bank, tensors[train], "features of good parts", teach.progress)
     cells = good.shape[-2:]
-    painted = _painted_defects(bank, tensors[train], rng, cells, teach.progress)
+    grain = texture_grain(tensors[train][:, 0])
+    painted = _painted_defects(bank, tensors[train], grain, rng, cells, teach.progress)
     bad, labelled_images, without_mask = painted, 0, 0
     if defects is not None:
         labelled, without_mask = _labelled_defects(bank, defects, spec, cells, teach.progress)
@@ -205,6 +207,9 @@ def teach_featnet(
             "defect_images_learned": labelled_images,
             "supervised": supervised,
             "painted_defects": len(painted.defective),
+            # The surface's grain found in the good images (degrees from the x axis), which half the painted
+            # defects follow; None: no direction dominates.
+            "surface_grain_deg": None if grain is None else round(float(np.degrees(grain)) % 180, 1),
             "labelled_share_of_defect_draws": round(labelled_images / (labelled_images + LABELS_BALANCE), 4),
             "defect_images_without_mask": without_mask,
             "steps": options.steps,
@@ -248,7 +253,12 @@ def _labelled_defects(
 
 
 def _painted_defects(
-    bank: ort.InferenceSession, tensors: np.ndarray, rng: np.random.Generator, cells: tuple[int, int], progress: bool
+    bank: ort.InferenceSession,
+    tensors: np.ndarray,
+    grain: float | None,
+    rng: np.random.Generator,
+    cells: tuple[int, int],
+    progress: bool,
 ) -> _Examples:
     painted, masks = [], []
     for _ in range(min(PAINTED_PER_GOOD * len(tensors), PAINTED_MAX)):
@@ -256,7 +266,7 @@ def _painted_defects(
         other = tensors[int(rng.integers(len(tensors)))][0] * 255.0
         mask = np.zeros_like(image)
         for _ in range(int(rng.integers(1, 3))):
-            image, one = paint_defect(rng, image, other)
+            image, one = paint_defect(rng, image, other, grain)
             mask = np.maximum(mask, one)
         painted.append(np.clip(image, 0, 255)[None] / 255.0)
         masks.append(_cell_mask(mask, cells))

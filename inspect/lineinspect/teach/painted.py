@@ -15,6 +15,20 @@ sintered parts, at every scale a line camera sees them:
 
 Each is filled with a darker or brighter copy of the part, a patch of another
 good part, noise, or the part's own texture smoothed away or sharpened.
+
+Surfaces with a grain (grinding, brushing or rolling marks that all run one
+way: `texture_grain` finds it in the good images) also get, for half of the
+defects, shapes that follow the grain, as their real defects do (measured on
+the magnetic tiles, whose grinding marks run along the columns):
+
+- a streak: a thin crack along the grain, wandering little;
+- a fray: a long narrow oval along the grain, its texture ground away or darker.
+
+Chosen on the tiles' validation split (learn exp0-1, measure exp2, featnet, 600
+steps, seed 0): image AUROC 0.862 without them, 0.895 with them (Crack 0.58 →
+0.97, Fray 0.95 → 0.99, Uneven 0.86 → 0.78; pixel AUROC 0.785 → 0.744). A third
+shape, a band from one edge to a wavy line with another texture in it, made it
+0.854 (Uneven 0.67) and was dropped.
 """
 
 from __future__ import annotations
@@ -27,15 +41,48 @@ VISIBLE_LEVELS = 6
 # Shape kinds and how often each is painted.
 SHAPES = ("crack", "pit", "chip", "blob", "area")
 SHAPE_WEIGHTS = (0.25, 0.2, 0.15, 0.25, 0.15)
+# On a surface with a grain: the share of defects that follow it, and their shapes.
+GRAIN_SHARE = 0.5
+GRAIN_SHAPES = ("streak", "fray")
+GRAIN_SHAPE_WEIGHTS = (0.6, 0.4)
+# A surface has a grain when this share of its gradient energy lies across one direction (the coherence of the
+# summed structure tensor: 0 for texture with no direction, 1 for parallel lines). Measured on 256 px images:
+# magnetic tiles 0.47-0.8 (median 0.69), the generated sample parts 0.21-0.30.
+GRAIN_COHERENCE = 0.45
+# A fray is labelled as a whole where at least this share of its pixels changed visibly.
+REGION_VISIBLE_SHARE = 0.1
 
 
-def paint_defect(rng: np.random.Generator, image: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def texture_grain(images: np.ndarray) -> float | None:
+    """The direction the grain of good images (N, H, W) runs in, in radians from the image's x axis (y down),
+    or None where no direction dominates (`GRAIN_COHERENCE`)."""
+    jxx = jyy = jxy = 0.0
+    for image in images:
+        gray = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.0)
+        gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+        jxx, jyy, jxy = jxx + float((gx * gx).mean()), jyy + float((gy * gy).mean()), jxy + float((gx * gy).mean())
+    energy = jxx + jyy
+    if energy <= 0:
+        return None
+    coherence = float(np.hypot(jxx - jyy, 2 * jxy)) / energy
+    if coherence < GRAIN_COHERENCE:
+        return None
+    across = 0.5 * float(np.arctan2(2 * jxy, jxx - jyy))  # the direction the gradients point in
+    return across + np.pi / 2  # the marks run at right angles to it
+
+
+def paint_defect(
+    rng: np.random.Generator, image: np.ndarray, other: np.ndarray, grain: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Paint one made-up defect on a (H, W) float gray image (0–255); return (image, mask 0/1 float32).
 
-    other: another good image of the same size, the source of "foreign material" fills.
+    other: another good image of the same size, the source of "foreign material" fills. grain: the direction
+    of the surface's grain (`texture_grain`), None where it has none.
     """
     h, w = image.shape
     scale = min(h, w) / 256  # shapes are drawn for a 256 px image and scaled to this one
+    if grain is not None and rng.random() < GRAIN_SHARE:
+        return _paint_along_grain(rng, image, grain, scale)
     shape = SHAPES[int(rng.choice(len(SHAPES), p=SHAPE_WEIGHTS))]
     mask = _shape_mask(rng, shape, h, w, scale)
     if shape == "area":
@@ -80,6 +127,42 @@ def _shape_mask(rng: np.random.Generator, shape: str, h: int, w: int, scale: flo
         cells = int(rng.integers(2, 8)) if shape == "blob" else int(rng.integers(2, 4))
         mask = _noise_region(rng, h, w, cells, share)
     return mask
+
+
+def _paint_along_grain(
+    rng: np.random.Generator, image: np.ndarray, grain: float, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One defect that follows the grain (module docstring): (image, mask 0/1 float32)."""
+    h, w = image.shape
+    shape = GRAIN_SHAPES[int(rng.choice(len(GRAIN_SHAPES), p=GRAIN_SHAPE_WEIGHTS))]
+    mask = np.zeros((h, w), np.uint8)
+    fill: np.ndarray
+    if shape == "streak":
+        points = [rng.uniform(0, 1, 2) * (w, h)]
+        for _ in range(int(rng.integers(3, 12))):
+            heading = grain + rng.normal(0, 0.12)  # wanders a little off the grain at each step
+            points.append(points[-1] + rng.uniform(5, 20) * scale * np.array([np.cos(heading), np.sin(heading)]))
+        cv2.polylines(mask, [np.array(points, np.int32)], False, 1, max(1, round(int(rng.integers(1, 3)) * scale)))
+        fill = image * rng.uniform(0.2, 0.7) if rng.random() < 0.7 else image * rng.uniform(1.3, 1.8)
+        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.8)
+        beta = rng.uniform(0.5, 1.0)
+    else:  # fray
+        centre = rng.uniform(0, 1, 2) * (w, h)
+        axes = (max(3, int(rng.uniform(8, 40) * scale)), max(1, int(rng.uniform(1.5, 5) * scale)))
+        _ellipse(mask, (float(centre[0]), float(centre[1])), np.array(axes), float(np.degrees(grain)))
+        smooth = cv2.GaussianBlur(image, (0, 0), rng.uniform(1.5, 4.0))
+        fill = smooth * (rng.uniform(0.75, 1.0) if rng.random() < 0.5 else 1.0)
+        soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.5 * scale)
+        beta = 1.0
+    painted = image * (1 - beta * soft) + fill * beta * soft
+    changed = np.abs(painted - image) > VISIBLE_LEVELS
+    if shape != "streak":
+        # A texture smoothed over a region changes some of its pixels visibly, not all: the label is the
+        # whole region where enough of it changed (a fray nobody could see stays unlabelled).
+        region = soft > 0.5
+        if region.any() and changed[region].mean() >= REGION_VISIBLE_SHARE:
+            changed |= region
+    return painted, changed.astype(np.float32)
 
 
 def _ellipse(mask: np.ndarray, centre: tuple[float, float], axes: np.ndarray, angle_deg: float) -> None:
