@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import onnxruntime as ort
 
@@ -36,7 +35,7 @@ from lineinspect.core.inspector import Inspector
 from lineinspect.core.model import Model, RuntimeOptions
 from lineinspect.core.preprocess import preprocess
 from lineinspect.http.app import create_app
-from lineinspect.http.server import bind_socket, make_server, url_of
+from lineinspect.http.server import bind_socket, make_server
 from lineinspect.offline.check import check_images, collect_images
 
 CLIENT_COUNTS = (1, 2, 4)
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = HttpSection(inference_workers=args.workers, max_waiting=max(CLIENT_COUNTS))
     app = create_app(inspector, settings, station_path="bench")
     sock = bind_socket("127.0.0.1", 0)
-    host, port = urlsplit(url_of(sock)).hostname or "127.0.0.1", urlsplit(url_of(sock)).port or 0
+    host, port = sock.getsockname()[:2]
     server = make_server(app, log_level="warning", access_log=False)
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="bench-uvicorn")
     serving.start()

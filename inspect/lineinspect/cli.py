@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lineinspect import __version__
 from lineinspect.errors import LineinspectError
@@ -135,6 +136,11 @@ def choose_teach_method(args: argparse.Namespace) -> tuple[str, str | None]:
     return method, f"--method not given: {method}, the method {flags} {'belongs' if one else 'belong'} to{also}"
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The method options the user gave (not None); the method's own defaults stand for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def cmd_teach(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -178,14 +184,14 @@ def cmd_teach(args: argparse.Namespace) -> int:
     if args.method == "patchknn":
         from lineinspect.teach.patchknn import PatchOptions, teach_patchknn
 
-        given = {"position_weight": args.position_weight, "ignore_border_px": args.ignore_border}
-        patch = PatchOptions(teach=options, **{k: v for k, v in given.items() if v is not None})
+        patch = PatchOptions(
+            teach=options, **_given(position_weight=args.position_weight, ignore_border_px=args.ignore_border)
+        )
         card = teach_patchknn(good, out, patch)
     elif args.method == "featnet":
         from lineinspect.teach.featnet import FeatNetOptions, teach_featnet
 
-        given = {"steps": args.steps, "threads": args.threads}
-        net = FeatNetOptions(teach=options, **{k: v for k, v in given.items() if v is not None})
+        net = FeatNetOptions(teach=options, **_given(steps=args.steps, threads=args.threads))
         card = teach_featnet(good, Path(args.defects) if args.defects is not None else None, out, net)
     else:
         from lineinspect.teach.stats import teach_stats
@@ -299,8 +305,7 @@ def _teach_draem(args: argparse.Namespace, good: list[Path], out: Path) -> int:
         holdout_fraction=args.holdout,
         seed=args.seed,
     )
-    given = {"epochs": args.epochs, "threads": args.threads}
-    options = DraemOptions(teach=teach, **{k: v for k, v in given.items() if v is not None})
+    options = DraemOptions(teach=teach, **_given(epochs=args.epochs, threads=args.threads))
     defects = Path(args.defects) if args.defects is not None else None
     card = teach_draem(good, defects, out, options)
     assert card.anomaly is not None

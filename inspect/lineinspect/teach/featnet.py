@@ -118,31 +118,32 @@ class FeatNetOptions:
 
 @dataclass(frozen=True, slots=True)
 class _Examples:
-    """Training images as features: (N, F, h, w) float32, cell masks (N, h, w) float32, labels, mask known,
-    and each image's share of the draws (N,) float64 summing to 1."""
+    """Defective training images as features: (N, F, h, w) float32, cell masks (N, h, w) float32, whether each
+    mask is known, and each image's share of the draws (N,) summing to 1 (None: all drawn alike)."""
 
     features: np.ndarray
     masks: np.ndarray
-    defective: np.ndarray
     has_mask: np.ndarray
-    draw: np.ndarray
+    draw: np.ndarray | None = None
 
 
-def _examples(features: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) -> _Examples:
-    """Defective examples drawn alike."""
-    n = len(features)
-    return _Examples(features, masks, np.ones(n, bool), has_mask, np.full(n, 1.0 / n))
+def labelled_share(labelled_images: int) -> float:
+    """The labelled images' share of the defective draws: n / (n + LABELS_BALANCE)."""
+    return labelled_images / (labelled_images + LABELS_BALANCE)
 
 
-def _mixed(labelled: _Examples, painted: _Examples, labelled_images: int) -> _Examples:
-    """One pool: the labelled examples with n / (n + LABELS_BALANCE) of the draws, the painted ones the rest."""
-    share = labelled_images / (labelled_images + LABELS_BALANCE)
+def _mixed(labelled: _Examples, painted: _Examples) -> _Examples:
+    """One pool: the labelled examples with `labelled_share` of the draws, the painted ones the rest."""
+    share = labelled_share(len(labelled.features))
+    draws = [
+        np.full(len(pool.features), part / len(pool.features))
+        for pool, part in ((labelled, share), (painted, 1 - share))
+    ]
     return _Examples(
         np.concatenate([labelled.features, painted.features]),
         np.concatenate([labelled.masks, painted.masks]),
-        np.concatenate([labelled.defective, painted.defective]),
         np.concatenate([labelled.has_mask, painted.has_mask]),
-        np.concatenate([labelled.draw * share, painted.draw * (1 - share)]),
+        np.concatenate(draws),
     )
 
 
@@ -173,19 +174,17 @@ def teach_featnet(
     cells = good.shape[-2:]
     grain = texture_grain(tensors[train][:, 0])
     painted = _painted_defects(bank, tensors[train], grain, rng, cells, teach.progress)
-    bad, labelled_images, without_mask = painted, 0, 0
-    if defects is not None:
-        labelled, without_mask = _labelled_defects(bank, defects, spec, cells, teach.progress)
-        labelled_images = len(labelled.defective)
-        bad = _mixed(labelled, painted, labelled_images)
+    labelled = None if defects is None else _labelled_defects(bank, defects, spec, cells, teach.progress)
+    bad = painted if labelled is None else _mixed(labelled, painted)
+    labelled_images = 0 if labelled is None else len(labelled.features)
 
     net = _network(torch, good, options.channels)
     _train(torch, net, good, bad, options, rng)
 
     model = _export(torch, net, parts, spec, feature_name)
     scores, maxima = score_held_back(model, tensors[holdout], options.threads)
-    supervised = defects is not None
-    taught_from = f"{len(painted.defective)} painted defects"
+    supervised = labelled is not None
+    taught_from = f"{len(painted.features)} painted defects"
     if supervised:
         taught_from = f"{labelled_images} labelled defective images, {taught_from}"
     return write_anomaly_card(
@@ -206,12 +205,12 @@ def teach_featnet(
         details={
             "defect_images_learned": labelled_images,
             "supervised": supervised,
-            "painted_defects": len(painted.defective),
+            "painted_defects": len(painted.features),
             # The surface's grain found in the good images (degrees from the x axis), which half the painted
             # defects follow; None: no direction dominates.
             "surface_grain_deg": None if grain is None else round(float(np.degrees(grain)) % 180, 1),
-            "labelled_share_of_defect_draws": round(labelled_images / (labelled_images + LABELS_BALANCE), 4),
-            "defect_images_without_mask": without_mask,
+            "labelled_share_of_defect_draws": round(labelled_share(labelled_images), 4),
+            "defect_images_without_mask": 0 if labelled is None else int((~labelled.has_mask).sum()),
             "steps": options.steps,
             "batch": BATCH,
             "channels": options.channels,
@@ -234,8 +233,8 @@ def _cell_mask(mask: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
 
 def _labelled_defects(
     bank: ort.InferenceSession, folder: Path, spec: InputSpec, cells: tuple[int, int], progress: bool
-) -> tuple[_Examples, int]:
-    """The labelled defective images of folder as examples, and how many of them have no mask."""
+) -> _Examples:
+    """The labelled defective images of folder as examples."""
     tensors, masks, known = [], [], []
     for item in find_defects(folder):
         image, mask = read_labelled(item)
@@ -249,7 +248,7 @@ def _labelled_defects(
     if len(tensors) < 2:
         raise TeachError(f"--defects {folder}: {len(tensors)} defective image(s); give at least 2 (dozens work best)")
     features = _features(bank, np.stack(tensors), "features of defective parts", progress)
-    return _examples(features, np.stack(masks), np.array(known)), known.count(False)
+    return _Examples(features, np.stack(masks), np.array(known))
 
 
 def _painted_defects(
@@ -272,7 +271,7 @@ def _painted_defects(
         masks.append(_cell_mask(mask, cells))
     keep = [i for i, m in enumerate(masks) if m.any()]  # a paint job too faint to see is no defect
     features = _features(bank, np.stack([painted[i] for i in keep]).astype(np.float32), "painted defects", progress)
-    return _examples(features, np.stack([masks[i] for i in keep]), np.ones(len(keep), bool))
+    return _Examples(features, np.stack([masks[i] for i in keep]), np.ones(len(keep), bool))
 
 
 def _network(torch: Any, good: np.ndarray, channels: int) -> Any:
@@ -317,16 +316,16 @@ def _train(
 ) -> None:
     f = torch.nn.functional
     zero_mask = np.zeros(good.shape[-2:], np.float32)
-    # Painted defects alone are drawn alike with the same random numbers as before labelled ones could be
-    # mixed in, so that an unsupervised model is taught exactly as it was.
-    draw = None if np.all(bad.draw == bad.draw[0]) else np.cumsum(bad.draw)
+    # A pool drawn alike (painted defects alone) takes the same random numbers as before labelled ones could
+    # be mixed in, so that an unsupervised model is taught exactly as it was.
+    draw = None if bad.draw is None else np.cumsum(bad.draw)
 
     def batch_loss() -> tuple[Any, dict[str, Any]]:
         xs, ms, ys, weights = [], [], [], []
         for _ in range(BATCH):
             if rng.random() < 0.5:
                 if draw is None:
-                    i = int(rng.integers(len(bad.defective)))
+                    i = int(rng.integers(len(bad.features)))
                 else:
                     i = min(int(np.searchsorted(draw, rng.random() * draw[-1], side="right")), len(draw) - 1)
                 x, m, y, known = bad.features[i].copy(), bad.masks[i].copy(), 1.0, bool(bad.has_mask[i])
