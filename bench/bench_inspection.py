@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import onnxruntime as ort
@@ -125,10 +126,12 @@ def _load_bodies(bodies: list[bytes]) -> None:
     _BODIES[:] = bodies
 
 
-def http_requests_per_s(host: str, port: int, clients: int, seconds: float) -> tuple[float, str | None]:
+def http_requests_per_s(host: str, port: int, clients: int, seconds: float) -> tuple[float, str | None, float]:
     """Runs in the load generator's own process: `clients` threads, each on its own kept-alive connection,
-    posting the pre-built requests in turn until the time is up; (requests/s, the first failure or None)."""
+    posting the pre-built requests in turn until the time is up; (requests/s, the first failure or None,
+    the CPU cores this process used meanwhile: what the clients take from the server on a shared machine)."""
     failures: list[str] = []
+    cpu0, wall0 = time.process_time(), time.monotonic()
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
     def client(index: int, running: Callable[[], bool]) -> int:
@@ -150,7 +153,15 @@ def http_requests_per_s(host: str, port: int, clients: int, seconds: float) -> t
         return done
 
     rate = per_second_in_threads(clients, seconds, "bench-client", client)
-    return rate, failures[0] if failures else None
+    cores = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    return rate, failures[0] if failures else None, cores
+
+
+def cpu_ms_per_item(measure: Callable[[], float], seconds: float) -> tuple[float, float]:
+    """(items/s, this process's CPU ms per item) of measure(), which returns items/s over `seconds`."""
+    cpu0 = time.process_time()
+    rate = measure()
+    return rate, (time.process_time() - cpu0) * 1000 / max(rate * seconds, 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,10 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         1, initializer=_load_bodies, initargs=([multipart_body(name, data) for name, data in uploads],)
     )
 
+    client_cores: dict[int, list[float]] = {n: [] for n in CLIENT_COUNTS}
+
     def http_rate(clients: int) -> float:
-        rate, failure = load.apply(http_requests_per_s, (host, port, clients, args.seconds))
+        rate, failure, cores = load.apply(http_requests_per_s, (host, port, clients, args.seconds))
         if failure is not None:
             raise SystemExit(f"bench: HTTP upload failed: {failure}")
+        client_cores[clients].append(cores)
         return rate
 
     try:
@@ -215,24 +229,40 @@ def main(argv: list[str] | None = None) -> int:
         names = ["raw onnxruntime inference", decoded, "check (read, decode, inspect)"]
         names += [f"HTTP upload, {n} client{'s' if n > 1 else ''}" for n in CLIENT_COUNTS]
         figures: dict[str, list[float]] = {n: [] for n in names}
+        cpu_ms: dict[str, list[float]] = {n: [] for n in names}
         ratios: dict[str, list[float]] = {n: [] for n in names}
         to_decoded: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(args.rounds):
-            measured = [
-                raw_inferences_per_s(model, paths[0], args.seconds),
-                decode_and_infer_per_s(model, uploads, args.workers, args.seconds),
-                check_images_per_s(inspector, paths, args.seconds),
-                *(http_rate(n) for n in CLIENT_COUNTS),
+            phases: list[Callable[[], float]] = [
+                partial(raw_inferences_per_s, model, paths[0], args.seconds),
+                partial(decode_and_infer_per_s, model, uploads, args.workers, args.seconds),
+                partial(check_images_per_s, inspector, paths, args.seconds),
+                *(partial(http_rate, n) for n in CLIENT_COUNTS),
             ]
-            for name, value in zip(names, measured, strict=True):
+            timed = [cpu_ms_per_item(phase, args.seconds) for phase in phases]
+            measured = [rate for rate, _ in timed]
+            for name, (value, ms) in zip(names, timed, strict=True):
                 figures[name].append(value)
+                cpu_ms[name].append(ms)
                 ratios[name].append(value / measured[0])
                 to_decoded[name].append(value / measured[1])
-        print(f"{'measure':38} {'per second (median)':>26} {'÷ raw (range)':>18} {'÷ decode+inference (range)':>27}")
-        for name in names:
+        print(
+            f"{'measure':38} {'per second (median)':>26} {'÷ raw (range)':>18} {'÷ decode+inference (range)':>27}"
+            f" {'CPU ms/item':>11} {'client cores':>12}"
+        )
+        for name, clients in zip(names, [None] * (len(names) - len(CLIENT_COUNTS)) + list(CLIENT_COUNTS), strict=True):
             unit = "inferences" if name.startswith("raw") else "images" if not name.startswith("HTTP") else "requests"
             value = statistics.median(figures[name])
-            print(f"{name:38} {value:15.1f} {unit:10} {_ratio(ratios[name]):>18} {_ratio(to_decoded[name]):>27}")
+            cores = f"{statistics.median(client_cores[clients]):.2f}" if clients is not None else ""
+            print(
+                f"{name:38} {value:15.1f} {unit:10} {_ratio(ratios[name]):>18} {_ratio(to_decoded[name]):>27}"
+                f" {statistics.median(cpu_ms[name]):11.1f} {cores:>12}"
+            )
+        print(
+            "CPU ms/item: this process's CPU time (every thread: server, pool, onnxruntime) per item; "
+            "client cores: what the load generator's process used beside it, out of "
+            f"{os.cpu_count()} CPUs"
+        )
     finally:
         load.terminate()
         server.should_exit = True
