@@ -82,6 +82,7 @@ lint: $(VENV)/.installed
 # Each benchmark prints ratios measured side by side in one run (absolute times drift on shared machines).
 bench: $(VENV)/.installed kserve
 	$(BIN)/python bench/bench_inspection.py
+	$(BIN)/python bench/bench_layout.py
 	$(BIN)/python bench/bench_station.py
 	$(BIN)/python bench/bench_reject.py
 	$(BIN)/python bench/bench_calibration.py

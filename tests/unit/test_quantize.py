@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from lineinspect.cli import main
 from lineinspect.core.model import Model, RuntimeOptions
-from lineinspect.core.modelcard import MODEL_FILE, file_sha256, load_card, write_card
+from lineinspect.core.modelcard import MODEL_FILE, CardRuntime, file_sha256, load_card, write_card
 from lineinspect.core.preprocess import preprocess
 from lineinspect.offline.datasets import LabelledImage, find_defects, find_good, read_labelled
 from lineinspect.offline.evaluate import evaluate
@@ -230,6 +230,10 @@ def test_teach_featnet_quantize_int8_writes_an_int8_copy_that_judges_the_samples
     card = load_card(tmp_path / "models" / "net-int8")
     assert card.quantized is not None and card.quantized.from_sha256 == load_card(out).sha256
     assert card.quantized.calibration_images == 16
+    # The float network runs in a session of its own (NCHWc layout), the int8 copy in one session without it.
+    float_runtime = load_card(out).runtime
+    assert float_runtime is not None and not float_runtime.onnxruntime_nchwc and float_runtime.nchwc_after
+    assert card.runtime == CardRuntime(onnxruntime_nchwc=False)
     parts = find_good(tmp_path / "parts" / "good") + find_defects(tmp_path / "parts" / "defective")
     models = [
         Model.load(folder, RuntimeOptions(intra_op_threads=1)) for folder in (out, tmp_path / "models" / "net-int8")

@@ -50,6 +50,8 @@ def test_taught_model_loads_and_its_card_checks_out(taught: tuple[Path, ModelCar
     assert card.frame_baseline is not None and card.frame_baseline.images == 30
     assert card.frame_baseline.focus.low > 0 and card.frame_baseline.limits().min_focus is not None
     assert set(model.output_names) == {"anomaly_map", "pred_score"}
+    # A filter bank: the station runs it without onnxruntime's NCHWc layout (test_model_runtime.py).
+    assert card.runtime is not None and card.runtime.onnxruntime_nchwc is False and card.runtime.remote is None
     # Small enough to commit: statistics at half resolution in float16.
     assert (model_dir / MODEL_FILE).stat().st_size < 1_000_000
 

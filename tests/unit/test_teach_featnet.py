@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lineinspect.cli import main
-from lineinspect.core.model import Model, RuntimeOptions
+from lineinspect.core.model import Model, RuntimeOptions, SplitSession
 from lineinspect.core.modelcard import load_card
 from lineinspect.offline.datasets import find_defects, find_good, read_labelled
 from lineinspect.offline.synthetic import write_sample_set
@@ -54,6 +54,9 @@ def test_supervised_featnet_learns_the_defects_and_exports_a_model_the_station_r
     assert card.trained["painted_defects"] > 0
     assert card.trained["labelled_share_of_defect_draws"] == round(24 / (24 + featnet.LABELS_BALANCE), 4)
     model = Model.load(out, OPTIONS)
+    # The filter bank runs without onnxruntime's NCHWc layout, the network after it with it (two sessions).
+    assert card.runtime is not None and card.runtime.onnxruntime_nchwc is False
+    assert isinstance(model.session, SplitSession) and model.session.tensor == card.runtime.nchwc_after
     good = _scores(model, parts / "test" / "good", defective=False)
     bad = _scores(model, parts / "test" / "defective", defective=True)
     # Parts it has never seen: the defective ones score above the good ones (0.955 when written with labelled

@@ -1,4 +1,4 @@
-"""A loaded model: one onnxruntime session, its card, its adapter."""
+"""A loaded model: its onnxruntime session (or two, or an inference server's), its card, its adapter."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from lineinspect.core.adapters import Adapter, AdapterError, ModelOutput, make_adapter
-from lineinspect.core.modelcard import MODEL_FILE, ModelCard, file_sha256, load_card
+from lineinspect.core.modelcard import MODEL_FILE, CardRuntime, ModelCard, file_sha256, load_card
 from lineinspect.core.preprocess import Geometry, preprocess
 from lineinspect.core.remote import RemoteOutages, RemoteSession
 from lineinspect.errors import ModelError
@@ -121,7 +122,8 @@ class Model:
                 f"{onnx_path}: sha256 is {actual} but {model_dir / 'model.yaml'} says {card.sha256}; "
                 "the model file was changed or the card belongs to another model"
             )
-        model = cls(model_dir, card, open_remote(onnx_path, card, options) or open_session(onnx_path, options))
+        session = open_remote(onnx_path, card, options) or open_session(onnx_path, options, card.runtime)
+        model = cls(model_dir, card, session)
         model.warm_up()
         return model
 
@@ -163,8 +165,33 @@ class Model:
         return Inference(output, geometry, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
 
 
-def open_session(onnx_path: Path, options: RuntimeOptions) -> ort.InferenceSession:
-    """An onnxruntime session of one model file with the station's settings; a file it cannot load: ModelError."""
+# onnxruntime's name for its NCHWc layout rewrite (an unknown name would be ignored without a word:
+# tests/unit/test_model_runtime.py checks that this one takes effect).
+NCHWC_OPTIMIZER = "NchwcTransformer"
+
+
+def open_session(
+    onnx_path: Path, options: RuntimeOptions, runtime: CardRuntime | None = None
+) -> ort.InferenceSession | SplitSession:
+    """An onnxruntime session of one model file with the station's settings; a file it cannot load: ModelError.
+
+    runtime: the card's `runtime` section. `onnxruntime_nchwc: false` leaves onnxruntime's NCHWc layout
+    rewrite out; with `nchwc_after: TENSOR` only up to that tensor, the graph after it running in a second
+    session with it (`SplitSession`).
+    """
+    if runtime is None or runtime.onnxruntime_nchwc:
+        return _session(onnx_path, str(onnx_path), options, nchwc=True)
+    if runtime.nchwc_after is None:
+        return _session(onnx_path, str(onnx_path), options, nchwc=False)
+    head, tail = split_graph(onnx_path, runtime.nchwc_after)
+    return SplitSession(
+        _session(onnx_path, head, options, nchwc=False),
+        _session(onnx_path, tail, options, nchwc=True),
+        runtime.nchwc_after,
+    )
+
+
+def _session(onnx_path: Path, model: str | bytes, options: RuntimeOptions, *, nchwc: bool) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = options.intra_op_threads
@@ -175,9 +202,75 @@ def open_session(onnx_path: Path, options: RuntimeOptions) -> ort.InferenceSessi
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(onnx_path), sess_options=so, providers=choose_providers(options.providers))
+        return ort.InferenceSession(
+            model,
+            sess_options=so,
+            providers=choose_providers(options.providers),
+            disabled_optimizers=[] if nchwc else [NCHWC_OPTIMIZER],
+        )
     except Exception as exc:  # onnxruntime raises several private exception types
         raise ModelError(f"{onnx_path}: onnxruntime cannot load it: {exc}") from exc
+
+
+def split_graph(onnx_path: Path, tensor: str) -> tuple[bytes, bytes]:
+    """(head, tail): the graph from its inputs to `tensor`, and from `tensor` to its outputs, serialized.
+
+    ModelError (naming the card's `runtime.nchwc_after`) when no node makes that tensor, or when an
+    output does not depend on the graph's inputs through it alone.
+    """
+    where = f"{onnx_path.parent / 'model.yaml'}: runtime.nchwc_after '{tensor}'"
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as exc:
+        raise ModelError(f"{onnx_path}: not a readable ONNX file: {exc}") from exc
+    made = [out for node in model.graph.node for out in node.output]
+    if tensor not in made:
+        raise ModelError(f"{where}: no node of {onnx_path.name} makes that tensor ({len(made)} tensors do)")
+    constants = {init.name for init in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in constants]
+    outputs = [o.name for o in model.graph.output]
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+        if tensor not in {v.name for v in model.graph.value_info}:  # inference stopped short of it: float, any shape
+            model.graph.value_info.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+        extractor = onnx.utils.Extractor(model)
+        head, tail = extractor.extract_model(inputs, [tensor]), extractor.extract_model([tensor], outputs)
+    except Exception as exc:
+        raise ModelError(f"{where}: the graph cannot be cut there ({type(exc).__name__}: {exc})") from None
+    if {name for node in tail.graph.node for name in node.input} & set(inputs):
+        raise ModelError(
+            f"{where}: does not cut {onnx_path.name} in two: its outputs {outputs} also use the input "
+            f"{inputs} by another way; name a tensor every path from the input to the outputs passes through"
+        )
+    for part in (head, tail):  # export metadata (labels, strides) travels with the graph
+        part.ClearField("metadata_props")
+        part.metadata_props.extend(model.metadata_props)
+    return head.SerializeToString(), tail.SerializeToString()
+
+
+class SplitSession:
+    """One graph run as two onnxruntime sessions that meet at one tensor (the card's `runtime.nchwc_after`):
+    a filter bank without the NCHWc layout, which slows its single-channel filters, and the network after it
+    with it, which speeds up its wide convolutions. Thread-safe, as onnxruntime's sessions are."""
+
+    def __init__(self, head: ort.InferenceSession, tail: ort.InferenceSession, tensor: str) -> None:
+        self.head = head
+        self.tail = tail
+        self.tensor = tensor
+
+    def get_inputs(self) -> Sequence[Any]:
+        return self.head.get_inputs()
+
+    def get_outputs(self) -> Sequence[Any]:
+        return self.tail.get_outputs()
+
+    def get_modelmeta(self) -> Any:
+        return self.head.get_modelmeta()
+
+    def run(self, output_names: list[str], input_feed: Mapping[str, np.ndarray]) -> Sequence[Any]:
+        (middle,) = self.head.run([self.tensor], dict(input_feed))
+        values: Sequence[Any] = self.tail.run(output_names, {self.tensor: middle})
+        return values
 
 
 def open_remote(onnx_path: Path, card: ModelCard, options: RuntimeOptions) -> RemoteSession | None:

@@ -479,7 +479,8 @@ def add_model(request: AddRequest, options: RuntimeOptions | None = None) -> Add
     sample = find_sample_image(request)
     image = read_image_file(str(sample)) if sample is not None else None
     if request.dry_run:
-        model = Model(request.source.parent, proposal.card, open_session(request.source, options))
+        session = open_session(request.source, options, proposal.card.runtime)
+        model = Model(request.source.parent, proposal.card, session)
         model.warm_up()
         return AddReport(proposal, None, sample, _run_once(model, image, sample))
     request.models_dir.mkdir(parents=True, exist_ok=True)

@@ -361,12 +361,16 @@ def _int8_card(
     description = (
         f"{card.description} Quantized to int8 ({QUANTIZED_FORMAT}) from '{card.name}' by lineinspect quantize."
     )
+    # The int8 network does not run in the NCHWc layout (only float convolutions do), so nothing is gained by
+    # running it in a session of its own; the quantizer's rewrite may also have renamed the tensor between.
+    runtime = None if card.runtime is None else card.runtime.model_copy(update={"nchwc_after": None})
     return card.model_copy(
         deep=True,
         update={
             "name": name,
             "description": description.strip(),
             "sha256": file_sha256(work / MODEL_FILE),
+            "runtime": runtime,
             "quantized": Quantization(
                 format=QUANTIZED_FORMAT,
                 from_model=card.name,

@@ -64,7 +64,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from lineinspect.core.modelcard import InputSpec, ModelCard
+from lineinspect.core.modelcard import CardRuntime, InputSpec, ModelCard
 from lineinspect.offline.datasets import find_defects, read_labelled
 from lineinspect.offline.thresholds import empirical_calibration
 from lineinspect.teach.common import (
@@ -202,6 +202,7 @@ def teach_featnet(
         images_learned=len(train),
         started_ns=started,
         good_images=good_images,
+        runtime=CardRuntime(onnxruntime_nchwc=False, nchwc_after=feature_name),
         details={
             "defect_images_learned": labelled_images,
             "supervised": supervised,
