@@ -68,10 +68,11 @@ def test_supervised_featnet_learns_the_defects_and_exports_a_model_the_station_r
 
 @pytest.fixture(scope="module")
 def painted_only(parts: Path) -> Path:
-    """featnet taught from the good training parts alone (300 steps)."""
+    """featnet taught from the good training parts alone (600 steps: at 300 the figure hung on the seed,
+    0.725 with --seed 0 and 0.928 with --seed 1 on one machine; 600 gave 0.968 with --seed 0)."""
     out = parts / "models" / "painted"
     argv = ["teach", "--method", "featnet", "--good", str(parts / "train" / "good"), "--out", str(out),
-            "--size", "192x144", "--steps", "300"]  # fmt: skip
+            "--size", "192x144", "--steps", "600"]  # fmt: skip
     assert main(argv) == 0
     return out
 
@@ -87,7 +88,7 @@ def test_unsupervised_featnet_learns_from_painted_defects(parts: Path, painted_o
     card = load_card(painted_only)
     assert card.trained["supervised"] is False and card.trained["painted_defects"] > 0
     assert card.trained["labelled_share_of_defect_draws"] == 0
-    assert _test_auroc(parts, painted_only) >= 0.75  # 0.885 when written
+    assert _test_auroc(parts, painted_only) >= 0.8  # 0.968 when written
 
 
 def test_a_few_labelled_defects_are_learnt_beside_the_painted_ones(
