@@ -148,8 +148,8 @@ def graph_model(
 
 
 def open_session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSession:
-    """A quiet CPU onnxruntime session of a filter-bank graph, laid out as the station runs it
-    (`FILTER_BANK_RUNTIME`); threads: intra-op threads (0: onnxruntime's choice)."""
+    """A quiet CPU onnxruntime session of a filter-bank graph, without the NCHWc layout as the station runs
+    it (`FILTER_BANK_RUNTIME`); threads: intra-op threads (0: onnxruntime's choice)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -158,7 +158,7 @@ def open_session(model: onnx.ModelProto, threads: int = 0) -> ort.InferenceSessi
         model.SerializeToString(),
         sess_options=options,
         providers=["CPUExecutionProvider"],
-        disabled_optimizers=[] if FILTER_BANK_RUNTIME.onnxruntime_nchwc else [NCHWC_OPTIMIZER],
+        disabled_optimizers=[NCHWC_OPTIMIZER],  # as FILTER_BANK_RUNTIME has the station run it
     )
 
 
