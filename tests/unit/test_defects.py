@@ -30,3 +30,28 @@ def test_defect_boxes_and_areas_are_those_of_opencvs_component_statistics(seed: 
 
 def test_an_empty_mask_has_no_defects() -> None:
     assert defects_from_mask(np.zeros((48, 64), bool), np.zeros((48, 64), np.float32), "scratch") == []
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_regions_length_and_width_are_its_smallest_rotated_rectangles(seed: int) -> None:
+    # given: a large rotated bar and a few smaller blobs (defects_from_mask measures from their boundary)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((300, 400), np.uint8)
+    centre = (float(rng.uniform(120, 280)), float(rng.uniform(100, 200)))
+    size = (float(rng.uniform(60, 200)), float(rng.uniform(4, 40)))
+    bar = cv2.boxPoints((centre, size, float(rng.uniform(0, 180))))
+    cv2.fillPoly(mask, [np.round(bar).astype(np.int32)], 1)
+    for _ in range(3):
+        cv2.circle(mask, (int(rng.integers(400)), int(rng.integers(300))), int(rng.integers(2, 12)), 1, -1)
+    # when
+    defects = defects_from_mask(mask.astype(bool), mask.astype(np.float32), "scratch")
+    # then: each region's rectangle has the area of the smallest one around all of its pixels (the two may
+    # differ in orientation only where rectangles of equal area tie), and the bar measures as it was drawn
+    for d in defects:
+        assert d.mask is not None
+        pixels = np.argwhere(d.mask)[:, ::-1].astype(np.float32)
+        (_, _), (w, h), _ = cv2.minAreaRect(pixels) if len(pixels) >= 2 else ((0, 0), (0.0, 0.0), 0)
+        assert (d.length_px - 1) * (d.width_px - 1) == pytest.approx(w * h, rel=1e-4, abs=1e-3)
+    longest = max(defects, key=lambda d: d.length_px)
+    assert longest.length_px == pytest.approx(max(size) + 1, abs=2.5)
+    assert longest.width_px == pytest.approx(min(size) + 1, abs=2.5)

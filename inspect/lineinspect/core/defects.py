@@ -96,9 +96,11 @@ def defects_from_mask(
             continue
         crop = labels[y : y + h, x : x + w] == i
         score = float(score_map[y : y + h, x : x + w][crop].max())
-        points = np.argwhere(crop)[:, ::-1].astype(np.float32)
-        if len(points) >= 2:
-            (_, _), (rw, rh), _ = cv2.minAreaRect(points)
+        if area >= 2:
+            # The rectangle of all its pixels is that of their convex hull, which its outer boundary holds:
+            # the boundary pixels alone give the same rectangle at a fraction of the points.
+            boundary, _ = cv2.findContours(crop.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            (_, _), (rw, rh), _ = cv2.minAreaRect(np.concatenate(boundary))
             length, width = max(rw, rh) + 1.0, min(rw, rh) + 1.0
         else:
             length = width = 1.0
