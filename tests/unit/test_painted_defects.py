@@ -81,3 +81,37 @@ def test_defects_that_follow_the_grain_run_along_it_and_are_labelled(
             ys, xs = np.nonzero(mask)
             longer_along += int(np.ptp(ys) >= np.ptp(xs))  # down the columns, as the streaks run
     assert labelled >= 14 and longer_along >= labelled - 2
+
+
+def test_on_a_surface_with_a_grain_the_large_area_is_a_band_across_it_with_a_straight_edge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(painted, "GRAIN_SHARE", 0.0)
+    monkeypatch.setattr(painted, "SHAPES", ("area",))
+    monkeypatch.setattr(painted, "SHAPE_WEIGHTS", (1.0,))
+    rng = np.random.default_rng(4)
+    bands = 0
+    for i in range(20):
+        image = _part(i)  # the marks run down the columns
+        out, mask = painted.paint_defect(rng, image.copy(), _part(50 + i), grain=np.pi / 2)
+        changed = np.abs(out - image) > painted.VISIBLE_LEVELS
+        assert not (changed & (mask == 0)).any()  # whatever changed visibly is labelled
+        if not mask.any():
+            continue
+        bands += 1
+        # across the grain it spans the part: every column holds it, in one run of rows, starting and ending
+        # within a few rows of the same place in every column (a straight edge at right angles to the grain)
+        rows = [np.flatnonzero(mask[:, x]) for x in range(mask.shape[1])]
+        assert all(len(r) and np.ptp(r) + 1 == len(r) for r in rows)
+        tops, bottoms = np.array([r[0] for r in rows]), np.array([r[-1] for r in rows])
+        assert np.ptp(tops) <= 60 and np.ptp(bottoms) <= 60
+        # its marks are moved across the grain: inside it, the columns' profile is not the part's any more
+        inside = np.flatnonzero(mask.all(axis=1))[3:-3]
+        if len(inside):
+            profile, before = out[inside].mean(axis=0), image[inside].mean(axis=0)
+            assert np.corrcoef(profile, before)[0, 1] < 0.5
+    assert bands >= 14
+    # a surface without a grain keeps its large areas as before: blobs, not bands
+    rng = np.random.default_rng(4)
+    _, mask = painted.paint_defect(rng, _part(0), _part(1), grain=None)
+    assert np.array_equal(mask, painted.paint_defect(np.random.default_rng(4), _part(0), _part(1))[1])
