@@ -68,11 +68,18 @@ neuron: | system-deps
 
 # MLServer, the real KServe v2 server of the remote-inference tests and bench (tests/helpers/kserve_server.py),
 # in its own virtualenv: mlserver 1.7 pins fastapi < 0.116, older than the one the station's HTTP API runs on.
+# The kserve package's own model server, the peer of the binary data extension (MLServer answers JSON only),
+# in a third: it needs starlette >= 1.3, which mlserver's fastapi pin excludes.
 KSERVE_VENV ?= .venv-kserve
-kserve: $(KSERVE_VENV)/.installed
+KSERVE_BINARY_VENV ?= .venv-kserve-binary
+kserve: $(KSERVE_VENV)/.installed $(KSERVE_BINARY_VENV)/.installed
 $(KSERVE_VENV)/.installed:
 	$(PYTHON) -m venv $(KSERVE_VENV)
 	$(KSERVE_VENV)/bin/python -m pip install -q 'mlserver==1.7.1' 'onnxruntime>=1.18'
+	touch $@
+$(KSERVE_BINARY_VENV)/.installed:
+	$(PYTHON) -m venv $(KSERVE_BINARY_VENV)
+	$(KSERVE_BINARY_VENV)/bin/python -m pip install -q 'kserve==0.21.0' 'onnxruntime>=1.18'
 	touch $@
 
 lint: $(VENV)/.installed
@@ -117,4 +124,4 @@ default-model-baseline: $(VENV)/.installed
 	$(BIN)/python -m lineinspect.offline.frame_baseline --model models/default --good build/teach-good/good
 
 clean:
-	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(KSERVE_VENV) $(KSERVE_BINARY_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,16 @@
-"""Remote inference on loopback: a KServe v2 server (MLServer) over HTTP and gRPC against the local model.
+"""Remote inference on loopback: real KServe v2 servers over HTTP and gRPC against the local model.
 
 Each phase calls `Model.infer` (preprocess → session → adapter, what the Inspector does) on the sample
-images one at a time for `--seconds`: local onnxruntime, remote over HTTP, remote over gRPC. The phases are
-interleaved over `--rounds` rounds; the first `--warmup` calls of every phase are left out. Printed: each
-path's inferences/s (median of the rounds, with their spread min–max) and its ratio to local in the same
-round, and the latency the server adds (p50/p99 of remote minus local, over all kept calls).
+images one at a time for `--seconds`: local onnxruntime; MLServer over HTTP with JSON tensors and over
+gRPC; the `kserve` package's own server over HTTP with the binary data extension (a card's default, what
+Triton and OpenVINO Model Server take; MLServer has no binary extension). The phases are interleaved over
+`--rounds` rounds; the first `--warmup` calls of every phase are left out. Printed: each path's
+inferences/s (median of the rounds, with their spread min–max) and its ratio to local in the same round,
+and the latency the server adds (p50/p99 of remote minus local, over all kept calls).
 
-MLServer answers HTTP in JSON only (no binary tensor extension; Triton and OpenVINO Model Server have it):
-its HTTP figures are those of JSON tensors. The server runs onnxruntime with one thread on this machine, so
-the figures show the protocol's cost, not a GPU server's speed.
+Both servers run onnxruntime with one thread on this machine, so the figures show the protocols' cost, not
+a GPU server's speed. The kserve server turns binary tensors into Python lists before it runs the model
+(kserve 0.21's request decoding): its figure is the station's binary path plus that server-side cost.
 
     python bench/bench_remote.py [--model models/default] [--seconds 2] [--rounds 3]
 """
@@ -34,14 +36,14 @@ sys.path.insert(0, str(REPO))
 
 from tests.helpers.kserve_server import KServeServer  # noqa: E402
 
-PATHS = ("local", "http", "grpc")
+PATHS = ("local", "http", "grpc", "http-binary")
 
 
-def remote_card(source: Path, dest: Path, protocol: str, url: str, model: str) -> Path:
+def remote_card(source: Path, dest: Path, protocol: str, url: str, model: str, binary: bool) -> Path:
     shutil.copytree(source, dest)
     card = yaml.safe_load((dest / "model.yaml").read_text())
     card["runtime"] = {
-        "remote": {"url": url, "model": model, "protocol": protocol, "timeout_ms": 10_000, "http_binary": False}
+        "remote": {"url": url, "model": model, "protocol": protocol, "timeout_ms": 10_000, "http_binary": binary}
     }
     (dest / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     return dest
@@ -83,18 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = RuntimeOptions(intra_op_threads=1, remote_budget_ms=10_000)
     work = Path(tempfile.mkdtemp(prefix="bench-remote-"))
-    server = KServeServer({"m": source / "model.onnx"})
+    servers = {name: KServeServer({"m": source / "model.onnx"}, server=name) for name in ("mlserver", "kserve")}
     models: dict[str, Model] = {}
     try:
-        try:
-            server.start()
-        except Exception as exc:
-            print(f"bench: MLServer did not start ({exc}); `make kserve` builds its virtualenv", file=sys.stderr)
-            return 2
+        for name, server in servers.items():
+            try:
+                server.start()
+            except Exception as exc:
+                print(f"bench: {name} did not start ({exc}); `make kserve` builds its virtualenv", file=sys.stderr)
+                return 2
         models["local"] = Model.load(source, options)
-        for protocol in ("http", "grpc"):
-            folder = remote_card(source, work / protocol, protocol, server.url(protocol), "m")
-            models[protocol] = Model.load(folder, options)
+        for path, server, protocol, binary in (
+            ("http", servers["mlserver"], "http", False),
+            ("grpc", servers["mlserver"], "grpc", False),
+            ("http-binary", servers["kserve"], "http", True),
+        ):
+            folder = remote_card(source, work / path, protocol, server.url(protocol), "m", binary)
+            models[path] = Model.load(folder, options)
         rates: dict[str, list[float]] = {p: [] for p in PATHS}
         ratios: dict[str, list[float]] = {p: [] for p in PATHS}
         latencies: dict[str, list[float]] = {p: [] for p in PATHS}
@@ -111,18 +118,19 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"remote inference on loopback, model {source} ({spec.layout} {spec.channels}x{spec.height}x{spec.width}), "
             f"{len(images)} images, {args.rounds} rounds x {args.seconds:g} s per path, {args.warmup} warm-up calls "
-            "left out per phase; MLServer 1.7 (HTTP: JSON tensors), onnxruntime 1 thread on both sides"
+            "left out per phase; MLServer 1.7 (http: JSON tensors; grpc), kserve 0.21 (http-binary), "
+            "onnxruntime 1 thread on both sides"
         )
-        print(f"{'path':<6} {'inf/s median':>12} {'spread':>15} {'x local':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'path':<11} {'inf/s median':>12} {'spread':>15} {'x local':>8} {'p50 ms':>8} {'p99 ms':>8}")
         for path in PATHS:
             r = rates[path]
             lat = latencies[path]
             print(
-                f"{path:<6} {statistics.median(r):>12.1f} {f'{min(r):.1f}-{max(r):.1f}':>15} "
+                f"{path:<11} {statistics.median(r):>12.1f} {f'{min(r):.1f}-{max(r):.1f}':>15} "
                 f"{statistics.median(ratios[path]):>8.3f} {percentile(lat, 50):>8.1f} {percentile(lat, 99):>8.1f}"
             )
         local = latencies["local"]
-        for path in ("http", "grpc"):
+        for path in PATHS[1:]:
             lat = latencies[path]
             print(
                 f"added by {path}: p50 {percentile(lat, 50) - percentile(local, 50):+.1f} ms, "
@@ -132,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for model in models.values():
             model.close()
-        server.close()
+        for server in servers.values():
+            server.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

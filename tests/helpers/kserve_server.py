@@ -1,9 +1,16 @@
-"""A real KServe v2 inference server (MLServer) on free loopback ports, owned by the test that starts it.
+"""A real KServe v2 inference server on free loopback ports, owned by the test that starts it.
 
-MLServer runs in its own virtualenv (`.venv-kserve`, built by `make test`): it pins fastapi < 0.116, and the
-station's own environment has a newer fastapi that its HTTP API is tested with. Each model it serves is an
-.onnx file run by onnxruntime through `kserve_runtime.OnnxModel`. `stop()` kills it (SIGKILL, like a crashed
-or powered-off server) and `start()` brings it back on the same ports.
+Two servers, each in its own virtualenv built by `make test`:
+
+- `mlserver` (`.venv-kserve`): MLServer, HTTP in JSON and gRPC; it pins fastapi < 0.116, and the station's own
+  environment has a newer fastapi that its HTTP API is tested with. Its models run through
+  `kserve_runtime.OnnxModel`.
+- `kserve` (`.venv-kserve-binary`): the `kserve` package's own model server, HTTP with KServe's binary data
+  extension (what a card's default `http_binary: true` sends, as to Triton or OpenVINO Model Server), through
+  `kserve_binary_server.py`. It prints a line for each request that came in binary (`binary_requests()`).
+
+Each model served is an .onnx file run by onnxruntime. `stop()` kills the server (SIGKILL, like a crashed or
+powered-off server) and `start()` brings it back on the same ports.
 """
 
 from __future__ import annotations
@@ -26,17 +33,26 @@ import pytest
 from tests.helpers.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-KSERVE_PYTHON_ENV = "LINEINSPECT_KSERVE_PYTHON"
+# server → (the environment variable naming its interpreter, its virtualenv's default, what makes it)
+SERVERS = {
+    "mlserver": ("LINEINSPECT_KSERVE_PYTHON", ROOT / ".venv-kserve" / "bin" / "python", "MLServer"),
+    "kserve": ("LINEINSPECT_KSERVE_BINARY_PYTHON", ROOT / ".venv-kserve-binary" / "bin" / "python", "kserve"),
+}
+BINARY_REQUEST_LINE = "lineinspect-test: binary request"  # as kserve_binary_server.py prints it
 
 
-def kserve_python() -> Path:
-    """The interpreter of MLServer's virtualenv (LINEINSPECT_KSERVE_PYTHON, else .venv-kserve/)."""
-    return Path(os.environ.get(KSERVE_PYTHON_ENV) or ROOT / ".venv-kserve" / "bin" / "python")
+def kserve_python(server: str = "mlserver") -> Path:
+    """The interpreter of the server's virtualenv (its environment variable, else the one `make test` builds)."""
+    variable, default, _ = SERVERS[server]
+    return Path(os.environ.get(variable) or default)
 
 
 class KServeServer:
-    def __init__(self, models: Mapping[str, Path]) -> None:
-        """models: name on the server → .onnx file it runs."""
+    def __init__(self, models: Mapping[str, Path], server: str = "mlserver") -> None:
+        """models: name on the server → .onnx file it runs. server: `mlserver` or `kserve` (module docstring)."""
+        if server not in SERVERS:
+            raise ValueError(f"server {server!r}: one of {sorted(SERVERS)}")
+        self.server = server
         self.host = "127.0.0.1"
         self.http_port = free_port()
         self.grpc_port = free_port()
@@ -62,20 +78,33 @@ class KServeServer:
             }
             (folder / "model-settings.json").write_text(json.dumps(model_settings))
         self.models = list(models)
-        self.log = self.dir / "mlserver.log"
+        self.model_files = {name: str(Path(path).resolve()) for name, path in models.items()}
+        self.log = self.dir / f"{server}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, protocol: str) -> str:
+        if protocol == "grpc" and self.server == "kserve":
+            raise ValueError("the kserve server here serves HTTP only (gRPC is MLServer's part)")
         return f"{self.host}:{self.http_port if protocol == 'http' else self.grpc_port}"
 
+    def binary_requests(self) -> int:
+        """Requests that came in the binary data extension so far (kserve server only)."""
+        return self.log_tail(chars=10**9).count(BINARY_REQUEST_LINE)
+
     def start(self, timeout_s: float = 60.0) -> None:
-        python = kserve_python()
+        python = kserve_python(self.server)
+        name = SERVERS[self.server][2]
         if not python.exists():
-            pytest.skip(f"MLServer's virtualenv is missing ({python}); `make test` builds it")
+            pytest.skip(f"{name}'s virtualenv is missing ({python}); `make test` builds it")
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "MLSERVER_LOGGING_LEVEL": "WARNING"}
+        if self.server == "mlserver":
+            command = [str(python), "-m", "mlserver.cli.main", "start", str(self.dir)]
+        else:
+            env["LINEINSPECT_KSERVE_CONFIG"] = json.dumps({"http_port": self.http_port, "models": self.model_files})
+            command = [str(python), str(Path(__file__).with_name("kserve_binary_server.py"))]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(python), "-m", "mlserver.cli.main", "start", str(self.dir)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -88,7 +117,7 @@ class KServeServer:
         waiting = [f"{base}/health/ready", *(f"{base}/models/{name}/ready" for name in self.models)]
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"MLServer exited at start ({self.process.returncode}): {self.log_tail()}")
+                raise RuntimeError(f"{name} exited at start ({self.process.returncode}): {self.log_tail()}")
             try:
                 with urllib.request.urlopen(waiting[0], timeout=0.5) as answer:
                     if answer.status == 200:
@@ -101,7 +130,7 @@ class KServeServer:
             time.sleep(0.1)
         ready = waiting[0]
         self.stop()
-        raise RuntimeError(f"MLServer was not ready on {ready} within {timeout_s}s: {self.log_tail()}")
+        raise RuntimeError(f"{name} was not ready on {ready} within {timeout_s}s: {self.log_tail()}")
 
     def stop(self) -> None:
         """Kill the server at once (SIGKILL to its process group), as a crash or power loss would."""
@@ -119,10 +148,12 @@ class KServeServer:
 
 
 @contextmanager
-def kserve_server(models: Mapping[str, Path], timeout_s: float = 60.0) -> Iterator[KServeServer]:
-    server = KServeServer(models)
+def kserve_server(
+    models: Mapping[str, Path], timeout_s: float = 60.0, server: str = "mlserver"
+) -> Iterator[KServeServer]:
+    served = KServeServer(models, server)
     try:
-        server.start(timeout_s)
-        yield server
+        served.start(timeout_s)
+        yield served
     finally:
-        server.close()
+        served.close()

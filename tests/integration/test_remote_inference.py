@@ -1,6 +1,8 @@
-"""Remote inference against a real KServe v2 server (MLServer, on loopback) through tritonclient.
+"""Remote inference against real KServe v2 servers on loopback through tritonclient.
 
-The station keeps preprocessing, the adapter and the verdict; the server runs the card's model.onnx.
+The station keeps preprocessing, the adapter and the verdict; the server runs the card's model.onnx. Three
+paths: HTTP with JSON tensors and gRPC (MLServer), and HTTP with KServe's binary data extension, a card's
+default (the `kserve` package's own server; MLServer has no binary extension).
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ from tests.helpers.waiting import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "sample_images").glob("*/*.png"))
 # MLServer answers HTTP in JSON only (no binary extension): a 320x240 anomaly map each way takes a while.
-TIMEOUT_MS = {"http": 5000.0, "grpc": 2000.0}
+TIMEOUT_MS = {"http": 5000.0, "grpc": 2000.0, "http-binary": 2000.0}
 PROTOCOLS = ["http", "grpc"]
+# path → (the server that serves it, the card's protocol, its http_binary)
+PATHS = {
+    "http": ("mlserver", "http", False),
+    "grpc": ("mlserver", "grpc", False),
+    "http-binary": ("kserve", "http", True),
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +53,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def served_files(models_dir: Path) -> dict[str, Path]:
+    return {
+        "default": ROOT / "models" / "default" / "model.onnx",
+        "bright": models_dir / "bright" / "model.onnx",
+        "bright32": models_dir / "bright32" / "model.onnx",
+    }
+
+
 @pytest.fixture(scope="module")
 def server(models_dir: Path) -> Iterator[KServeServer]:
-    served = KServeServer(
-        {
-            "default": ROOT / "models" / "default" / "model.onnx",
-            "bright": models_dir / "bright" / "model.onnx",
-            "bright32": models_dir / "bright32" / "model.onnx",
-        }
-    )
+    served = KServeServer(served_files(models_dir))
     try:
         served.start()
         yield served
@@ -61,12 +71,25 @@ def server(models_dir: Path) -> Iterator[KServeServer]:
         served.close()
 
 
-def remote_copy(source: Path, dest: Path, protocol: str, url: str, model: str, **remote: Any) -> Path:
-    """A copy of a model folder whose card sends its tensors to `url` (the station keeps model.onnx)."""
+@pytest.fixture(scope="module")
+def binary_server(models_dir: Path) -> Iterator[KServeServer]:
+    served = KServeServer(served_files(models_dir), server="kserve")
+    try:
+        served.start()
+        yield served
+    finally:
+        served.close()
+
+
+def remote_copy(source: Path, dest: Path, path: str, url: str, model: str, **remote: Any) -> Path:
+    """A copy of a model folder whose card sends its tensors to `url` along `path` (a key of PATHS; the station
+    keeps model.onnx)."""
+    _, protocol, binary = PATHS[path]
     shutil.copytree(source, dest)
     card = yaml.safe_load((dest / "model.yaml").read_text())
-    settings = {"url": url, "model": model, "protocol": protocol, "timeout_ms": TIMEOUT_MS[protocol]}
-    card["runtime"] = {"remote": {**settings, "http_binary": False, **remote}}
+    settings = {"url": url, "model": model, "protocol": protocol, "timeout_ms": TIMEOUT_MS[path]}
+    # http_binary is left out where it is true: the card's default is what a Triton user writes.
+    card["runtime"] = {"remote": {**settings, **({} if binary else {"http_binary": False}), **remote}}
     (dest / "model.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     return dest
 
@@ -102,15 +125,17 @@ class RecordingPublisher:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("path", PATHS)
 def test_remote_card_gives_the_local_verdicts_on_the_sample_images(
-    server: KServeServer, tmp_path: Path, protocol: str
+    request: pytest.FixtureRequest, tmp_path: Path, path: str
 ) -> None:
+    served: KServeServer = request.getfixturevalue("binary_server" if PATHS[path][0] == "kserve" else "server")
+    protocol = PATHS[path][1]
     local = inspector_of(load(ROOT / "models" / "default"))
-    model = load(
-        remote_copy(ROOT / "models" / "default", tmp_path / "default", protocol, server.url(protocol), "default")
-    )
+    model = load(remote_copy(ROOT / "models" / "default", tmp_path / "default", path, served.url(protocol), "default"))
     remote = inspector_of(model)
+    binary_before = served.binary_requests() if served.server == "kserve" else 0
+    inferred = 0  # frames the model ran on (an implausible one never reaches it)
     try:
         assert len(SAMPLES) >= 10
         verdicts = []
@@ -121,20 +146,24 @@ def test_remote_card_gives_the_local_verdicts_on_the_sample_images(
             assert there.score == pytest.approx(here.score, abs=1e-4), path.name
             assert [f.defect.class_name for f in there.findings] == [f.defect.class_name for f in here.findings]
             verdicts.append(here.verdict)
+            inferred += "infer" in there.timings_ms
         assert {"pass", "fail"} <= set(verdicts), verdicts
+        if served.server == "kserve":  # every tensor went in the binary extension, none as JSON
+            assert served.binary_requests() - binary_before == inferred > 10
     finally:
         model.close()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("path", PATHS)
 def test_parts_are_undecided_with_one_alarm_while_the_server_is_away_and_decided_when_it_is_back(
-    models_dir: Path, tmp_path: Path, protocol: str
+    models_dir: Path, tmp_path: Path, path: str
 ) -> None:
-    own = KServeServer({"bright": models_dir / "bright" / "model.onnx"})
+    server, protocol, _ = PATHS[path]
+    own = KServeServer({"bright": models_dir / "bright" / "model.onnx"}, server=server)
     try:
         own.start()
-        model = load(remote_copy(models_dir / "bright", tmp_path / "bright", protocol, own.url(protocol), "bright"))
+        model = load(remote_copy(models_dir / "bright", tmp_path / "bright", path, own.url(protocol), "bright"))
         inspector = inspector_of(model)
         publisher = RecordingPublisher()
         report_remote_outages(inspector, StationEvents(publisher))
@@ -177,12 +206,13 @@ def test_remote_card_is_refused_when_the_server_lacks_the_model(
         load(card)
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("path", PATHS)
 def test_remote_card_is_refused_when_the_server_input_shape_differs(
-    server: KServeServer, models_dir: Path, tmp_path: Path, protocol: str
+    request: pytest.FixtureRequest, models_dir: Path, tmp_path: Path, path: str
 ) -> None:
+    served: KServeServer = request.getfixturevalue("binary_server" if PATHS[path][0] == "kserve" else "server")
     # The server runs a 32x32 export under the name this 64x64 card names.
-    card = remote_copy(models_dir / "bright", tmp_path / "m", protocol, server.url(protocol), "bright32")
+    card = remote_copy(models_dir / "bright", tmp_path / "m", path, served.url(PATHS[path][1]), "bright32")
     with pytest.raises(
         ModelError, match=r"model 'bright32' input '\w+' has shape \[\w+, 3, 32, 32\] but the card says NCHW 3x64x64"
     ):
