@@ -103,7 +103,7 @@ def test_a_few_labelled_defects_are_learnt_beside_the_painted_ones(
         (few.parent / "masks" / item.mask_path.name).symlink_to(item.mask_path)
     out = tmp_path / "few-labels"
     argv = ["teach", "--method", "featnet", "--good", str(parts / "train" / "good"), "--out", str(out),
-            "--defects", str(few), "--size", "192x144", "--steps", "300"]  # fmt: skip
+            "--defects", str(few), "--size", "192x144", "--steps", "600"]  # fmt: skip
     assert main(argv) == 0
     trained = load_card(out).trained
     assert trained["supervised"] is True and trained["defect_images_learned"] == 3
