@@ -34,9 +34,9 @@ from lineinspect.core.model import Model, RuntimeOptions
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.kserve_server import KServeServer  # noqa: E402
+from tests.helpers.kserve_server import REMOTE_PATHS, KServeServer  # noqa: E402
 
-PATHS = ("local", "http", "grpc", "http-binary")
+PATHS = ("local", *REMOTE_PATHS)
 
 
 def remote_card(source: Path, dest: Path, protocol: str, url: str, model: str, binary: bool) -> Path:
@@ -95,12 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: {name} did not start ({exc}); `make kserve` builds its virtualenv", file=sys.stderr)
                 return 2
         models["local"] = Model.load(source, options)
-        for path, server, protocol, binary in (
-            ("http", servers["mlserver"], "http", False),
-            ("grpc", servers["mlserver"], "grpc", False),
-            ("http-binary", servers["kserve"], "http", True),
-        ):
-            folder = remote_card(source, work / path, protocol, server.url(protocol), "m", binary)
+        for path, (name, protocol, binary) in REMOTE_PATHS.items():
+            folder = remote_card(source, work / path, protocol, servers[name].url(protocol), "m", binary)
             models[path] = Model.load(folder, options)
         rates: dict[str, list[float]] = {p: [] for p in PATHS}
         ratios: dict[str, list[float]] = {p: [] for p in PATHS}

@@ -24,8 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -39,6 +38,13 @@ SERVERS = {
     "kserve": ("LINEINSPECT_KSERVE_BINARY_PYTHON", ROOT / ".venv-kserve-binary" / "bin" / "python", "kserve"),
 }
 BINARY_REQUEST_LINE = "lineinspect-test: binary request"  # as kserve_binary_server.py prints it
+# The remote paths the tests and bench/bench_remote.py take: name → (the server that serves it, the card's
+# protocol, its http_binary).
+REMOTE_PATHS = {
+    "http": ("mlserver", "http", False),
+    "grpc": ("mlserver", "grpc", False),
+    "http-binary": ("kserve", "http", True),
+}
 
 
 def kserve_python(server: str = "mlserver") -> Path:
@@ -145,15 +151,3 @@ class KServeServer:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
-@contextmanager
-def kserve_server(
-    models: Mapping[str, Path], timeout_s: float = 60.0, server: str = "mlserver"
-) -> Iterator[KServeServer]:
-    served = KServeServer(models, server)
-    try:
-        served.start(timeout_s)
-        yield served
-    finally:
-        served.close()

@@ -26,7 +26,7 @@ from lineinspect.errors import ModelError
 from lineinspect.line.events import StationEvents
 from lineinspect.line.mqtt import StationTopics
 from tests.helpers.graphs import brightness_anomaly
-from tests.helpers.kserve_server import KServeServer
+from tests.helpers.kserve_server import REMOTE_PATHS, KServeServer
 from tests.helpers.mosquitto import Mosquitto, free_port
 from tests.helpers.station_dir import bad_part, good_part
 from tests.helpers.station_runtime import running_station, subscribed, write_line_station
@@ -37,12 +37,7 @@ SAMPLES = sorted((ROOT / "sample_images").glob("*/*.png"))
 # MLServer answers HTTP in JSON only (no binary extension): a 320x240 anomaly map each way takes a while.
 TIMEOUT_MS = {"http": 5000.0, "grpc": 2000.0, "http-binary": 2000.0}
 PROTOCOLS = ["http", "grpc"]
-# path → (the server that serves it, the card's protocol, its http_binary)
-PATHS = {
-    "http": ("mlserver", "http", False),
-    "grpc": ("mlserver", "grpc", False),
-    "http-binary": ("kserve", "http", True),
-}
+PATHS = REMOTE_PATHS
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +74,11 @@ def binary_server(models_dir: Path) -> Iterator[KServeServer]:
         yield served
     finally:
         served.close()
+
+
+def served_for(request: pytest.FixtureRequest, path: str) -> KServeServer:
+    """The module's server of that path (its fixture, started once for the module)."""
+    return request.getfixturevalue("binary_server" if PATHS[path][0] == "kserve" else "server")
 
 
 def remote_copy(source: Path, dest: Path, path: str, url: str, model: str, **remote: Any) -> Path:
@@ -129,7 +129,7 @@ class RecordingPublisher:
 def test_remote_card_gives_the_local_verdicts_on_the_sample_images(
     request: pytest.FixtureRequest, tmp_path: Path, path: str
 ) -> None:
-    served: KServeServer = request.getfixturevalue("binary_server" if PATHS[path][0] == "kserve" else "server")
+    served = served_for(request, path)
     protocol = PATHS[path][1]
     local = inspector_of(load(ROOT / "models" / "default"))
     model = load(remote_copy(ROOT / "models" / "default", tmp_path / "default", path, served.url(protocol), "default"))
@@ -210,7 +210,7 @@ def test_remote_card_is_refused_when_the_server_lacks_the_model(
 def test_remote_card_is_refused_when_the_server_input_shape_differs(
     request: pytest.FixtureRequest, models_dir: Path, tmp_path: Path, path: str
 ) -> None:
-    served: KServeServer = request.getfixturevalue("binary_server" if PATHS[path][0] == "kserve" else "server")
+    served = served_for(request, path)
     # The server runs a 32x32 export under the name this 64x64 card names.
     card = remote_copy(models_dir / "bright", tmp_path / "m", path, served.url(PATHS[path][1]), "bright32")
     with pytest.raises(

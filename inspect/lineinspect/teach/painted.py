@@ -206,20 +206,19 @@ def _band_mask(rng: np.random.Generator, h: int, w: int, grain: float, scale: fl
     across = -xs * np.sin(grain) + ys * np.cos(grain)
     length = float(along.max() - along.min())
     side = 1.0 if rng.random() < 0.5 else -1.0  # which end of the part a band from an end is at
-    if rng.random() < 0.7:
-        from_end, start = True, length / 2 - rng.uniform(0.1, 0.5) * length
-        width = length
+    from_end = rng.random() < 0.7
+    if from_end:  # from the edge to that end: measured towards it
+        start, end = length / 2 - rng.uniform(0.1, 0.5) * length, np.inf
     else:
-        from_end, start = False, rng.uniform(-0.4, 0.3) * length
-        width = rng.uniform(0.1, 0.35) * length
+        start = rng.uniform(-0.4, 0.3) * length
+        end = start + rng.uniform(0.1, 0.35) * length
     # The edge: a smooth wobble of a few px and a slight tilt, as a function of the position across the grain.
     wobble = cv2.resize(rng.normal(0, 1, (1, 6)).astype(np.float32), (w, 1), interpolation=cv2.INTER_CUBIC)[0]
     tilt = np.tan(rng.normal(0, 0.08))
     wobble *= rng.uniform(0.5, 3.0) * scale
     edge = across * tilt + np.interp(across, np.linspace(float(across.min()), float(across.max()), w), wobble)
-    offset = along - edge
-    band = side * offset > start if from_end else (offset > start) & (offset < start + width)
-    return band.astype(np.uint8)
+    offset = (along - edge) * (side if from_end else 1.0)
+    return ((offset > start) & (offset < end)).astype(np.uint8)
 
 
 def _band_fill(rng: np.random.Generator, image: np.ndarray, grain: float, scale: float) -> np.ndarray:
