@@ -90,7 +90,6 @@ def torch_installed() -> bool:
 _METHOD_OPTIONS = (
     ("defects", "--defects", ("featnet", "draem")),
     ("steps", "--steps", ("featnet",)),
-    ("members", "--members", ("featnet",)),
     ("epochs", "--epochs", ("draem",)),
     ("threads", "--threads", ("featnet", "draem")),
     ("position_weight", "--position-weight", ("patchknn",)),
@@ -167,9 +166,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
         raise LineinspectError(
             f"--defects: the {args.method} method learns from good images only; add --method featnet"
         )
-    for flag, given in (("--steps", args.steps), ("--members", args.members)):
-        if given is not None and args.method != "featnet":
-            raise LineinspectError(f"{flag}: the {args.method} method does not train a network; add --method featnet")
+    if args.steps is not None and args.method != "featnet":
+        raise LineinspectError(f"--steps: the {args.method} method does not train a network; add --method featnet")
     if args.threads is not None and args.method not in _TORCH_METHODS:
         raise LineinspectError(
             f"--threads: the {args.method} method trains no network and takes seconds; leave --threads out"
@@ -193,7 +191,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
     elif args.method == "featnet":
         from lineinspect.teach.featnet import FeatNetOptions, teach_featnet
 
-        net = FeatNetOptions(teach=options, **_given(steps=args.steps, threads=args.threads, members=args.members))
+        net = FeatNetOptions(teach=options, **_given(steps=args.steps, threads=args.threads))
         card = teach_featnet(good, Path(args.defects) if args.defects is not None else None, out, net)
     else:
         from lineinspect.teach.stats import teach_stats
@@ -267,13 +265,6 @@ def add_teach(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=int, default=None, help="draem: training passes (default: the method's own)")
     p.add_argument("--steps", type=int, default=None, help="featnet: training batches of 16 images (default 1500)")
-    p.add_argument(
-        "--members",
-        type=int,
-        default=None,
-        help="featnet: networks taught and averaged, at the same cost per part (default 2 from good parts alone: "
-        "+0.012 image AUROC on the tiles' validation split, teach time x2; 1 with --defects)",
-    )
     p.add_argument(
         "--threads",
         type=int,
