@@ -121,3 +121,39 @@ def _is_band_across_columns(mask: np.ndarray) -> bool:
         return False
     tops, bottoms = np.array([r[0] for r in rows]), np.array([r[-1] for r in rows])
     return bool(np.ptp(tops) <= 60 and np.ptp(bottoms) <= 60)
+
+
+EDGE_PX = 4
+
+
+def _edge_extent(mask: np.ndarray) -> tuple[int, int] | None:
+    """(length along the image edge the region reaches, depth into the image) of a chip's label; None where it
+    comes no nearer than EDGE_PX to any edge (the fill may leave the outermost pixels unchanged)."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    depths = {"top": ys.max() + 1, "bottom": h - ys.min(), "left": xs.max() + 1, "right": w - xs.min()}
+    near = EDGE_PX
+    touching = [side for side, hit in (("top", ys.min() < near), ("bottom", ys.max() >= h - near),
+                                       ("left", xs.min() < near), ("right", xs.max() >= w - near)) if hit]  # fmt: skip
+    if not touching:
+        return None
+    side = min(touching, key=lambda s: depths[s])
+    along = (xs.max() - xs.min() + 1) if side in ("top", "bottom") else (ys.max() - ys.min() + 1)
+    return int(along), int(depths[side])
+
+
+def test_chips_are_cut_into_the_edge_and_half_are_slivers_along_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiles' breaks: pieces missing at the edge, often a thin sliver along it (the bevel broken off)."""
+    monkeypatch.setattr(painted, "SHAPES", ("chip",))
+    monkeypatch.setattr(painted, "SHAPE_WEIGHTS", (1.0,))
+    rng = np.random.default_rng(5)
+    extents = []
+    for i in range(60):
+        _, mask = painted.paint_defect(rng, _part(i), _part(200 + i))
+        if mask.sum() >= 10:  # a paint job faint but for a speck says nothing of the shape
+            extents.append(_edge_extent(mask))
+    assert len(extents) >= 45 and all(e is not None for e in extents)  # every chip is at the edge
+    slivers = sum(along >= 3 * depth for along, depth in (e for e in extents if e is not None))
+    # Half are drawn as slivers (a few of the others are long and shallow by chance, and the noise cut makes a
+    # few slivers shorter).
+    assert 0.3 * len(extents) <= slivers <= 0.75 * len(extents)
