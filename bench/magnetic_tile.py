@@ -77,7 +77,7 @@ FOLD_MIN_IMAGES = 20
 COMPARED_FALSE_REJECT = 0.02
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--data",
@@ -109,7 +109,7 @@ def main() -> int:
         "(learnt from the others), for each of --seeds, --jobs at once; --teach-args apply (e.g. '--steps 600')",
     )
     parser.add_argument("--results", help="also write the figures, commands and timings to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data = Path(args.data)
     if not (data / GOOD_CLASS / "Imgs").is_dir():
@@ -127,6 +127,10 @@ def main() -> int:
         return 2
     train_batches = tuple(args.train_batches.split(","))
     test_batches = tuple(args.test_batches.split(","))
+    if args.rotate and len(train_batches) < 2:
+        print(f"--rotate: --train-batches {args.train_batches} is one batch; it takes two or more, each measured on "
+              "in turn while featnet learns from the others", file=sys.stderr)  # fmt: skip
+        return 2
 
     with tempfile.TemporaryDirectory(prefix="magnetic-tile-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
@@ -155,7 +159,12 @@ def main() -> int:
         if curve:
             results["curve"] = few_labels_curve(folders, work, curve, seeds, teach_args, args.jobs)
         if args.rotate:
-            results["rotation"] = rotation(data, Path(tmp) / "folds", work, train_batches, seeds, teach_args, args.jobs)
+            folds = rotation_folds(data, Path(tmp) / "folds", train_batches)
+            if not folds:
+                print(f"--rotate: no batch of {train_batches} holds {FOLD_MIN_IMAGES} good and {FOLD_MIN_IMAGES} "
+                      "defective tiles to measure on", file=sys.stderr)  # fmt: skip
+                return 2
+            results["rotation"] = rotation(folds, work, seeds, teach_args, args.jobs)
         if args.results:
             summary = {
                 "dataset": f"Magnetic Tile Defect ({CITATION})",
@@ -254,8 +263,6 @@ def few_labels_curve(
     for k, as_k in same.items():
         print(f"  {k} per class picks every labelled tile (no class has more than {largest}): the '{as_k}' run")
     runs = [(k, seed) for k in curve if k not in same for seed in seeds]
-    # Runs at once share the cores: each teaches on its share of them (unless --teach-args says --threads).
-    threads = [] if "--threads" in teach_args else ["--threads", str(max(1, (os.cpu_count() or 2) // max(1, jobs)))]
 
     def one(k: str, seed: int) -> dict[str, object]:
         picked, extra = 0, []
@@ -263,7 +270,7 @@ def few_labels_curve(
             subset = work / "labelled" / f"{k}-seed-{seed}"
             picked = pick_defects(train_defects, subset, None if k == "all" else int(k), seed)
             extra = ["--defects", str(subset)]
-        row = featnet_run(f"featnet-labels-{k}-seed-{seed}", folders, work, [*threads, *teach_args, *extra], seed)
+        row = featnet_run(f"featnet-labels-{k}-seed-{seed}", folders, work, [*teach_args, *extra], seed, jobs)
         print(f"  featnet-labels-{k}-seed-{seed}: {picked} labelled, {row['said']}", flush=True)
         return {"per_class": k, "seed": seed, "labelled": picked, **row}
 
@@ -296,13 +303,16 @@ def few_labels_curve(
 
 
 def featnet_run(
-    name: str, folders: dict[str, object], work: Path, teach_args: list[str], seed: int
+    name: str, folders: dict[str, object], work: Path, teach_args: list[str], seed: int, jobs: int
 ) -> dict[str, object]:
     """Teach featnet on folders' good training tiles (with teach_args) and evaluate it on the test tiles, in
-    processes of their own; its figures, with "said": the line to print ("failed": the step that failed)."""
+    processes of their own, `jobs` such runs at once; its figures, with "said": the line to print ("failed": the
+    step that failed)."""
+    # Runs at once share the cores: each teaches on its share of them (unless teach_args say --threads).
+    threads = [] if "--threads" in teach_args else ["--threads", str(max(1, (os.cpu_count() or 2) // max(1, jobs)))]
     model = work / "models" / name
     teach = ["teach", "--method", "featnet", "--size", "256x256", "--good", str(folders["train_good"]),
-             "--out", str(model), "--seed", str(seed), *teach_args]  # fmt: skip
+             "--out", str(model), "--seed", str(seed), *threads, *teach_args]  # fmt: skip
     out = work / "evaluation" / name
     evaluate = ["evaluate", "--model", str(model), "--good", str(folders["test_good"]),
                 "--defects", str(folders["test_defects"]), "--out", str(out), "--quiet"]  # fmt: skip
@@ -319,26 +329,33 @@ def featnet_run(
             "said": f"image AUROC {_f(r['image_auroc'])} ({time.monotonic() - started:.0f} s)"}  # fmt: skip
 
 
-def rotation(
-    data: Path, root: Path, work: Path, batches: tuple[str, ...], seeds: list[int], teach_args: list[str], jobs: int
-) -> list[dict[str, object]]:
-    """Validation on the training batches alone: featnet learns all but one of them and is measured on that one,
-    each in turn, for each seed (len(batches) × len(seeds) runs, `jobs` at once); prints the table."""
-    folds = {held: link_split(data, root / f"without-{held}", tuple(b for b in batches if b != held), (held,))
-             for held in batches}  # fmt: skip
-    for held, fold in list(folds.items()):
+def rotation_folds(data: Path, root: Path, batches: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    """For each training batch with FOLD_MIN_IMAGES good and defective tiles: link_split's folders that learn from
+    the other batches and test on it. A batch with fewer is learnt from, never measured on (it says so)."""
+    folds = {}
+    for held in batches:
+        fold = link_split(data, root / f"without-{held}", tuple(b for b in batches if b != held), (held,))
         counts = fold["counts"]
         assert isinstance(counts, dict)
         good, bad = sum(counts["test_good"].values()), sum(counts["test_defects"].values())
-        if min(good, bad) < FOLD_MIN_IMAGES:  # exp0 holds 1 good and 2 defective tiles
+        if min(good, bad) >= FOLD_MIN_IMAGES:
+            folds[held] = fold
+        else:  # exp0 holds 1 good and 2 defective tiles
             print(f"  {held}: {good} good and {bad} defective tiles, too few to measure on; learnt from, not measured")
-            del folds[held]
+    return folds
+
+
+def rotation(
+    folds: dict[str, dict[str, object]], work: Path, seeds: list[int], teach_args: list[str], jobs: int
+) -> list[dict[str, object]]:
+    """Validation on the training batches alone (`rotation_folds`): featnet learns all but one of them and is
+    measured on that one, each in turn, for each seed (len(folds) × len(seeds) runs, `jobs` at once); prints the
+    table."""
     batches = tuple(folds)
-    threads = [] if "--threads" in teach_args else ["--threads", str(max(1, (os.cpu_count() or 2) // max(1, jobs)))]
 
     def one(held: str, seed: int) -> dict[str, object]:
         name = f"featnet-without-{held}-seed-{seed}"
-        row = featnet_run(name, folds[held], work / "rotation", [*threads, *teach_args], seed)
+        row = featnet_run(name, folds[held], work / "rotation", teach_args, seed, jobs)
         print(f"  {name}: {row['said']}", flush=True)
         return {"measured_on": held, "seed": seed, **row}
 

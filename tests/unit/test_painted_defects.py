@@ -132,9 +132,9 @@ def _edge_extent(mask: np.ndarray) -> tuple[int, int] | None:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     depths = {"top": ys.max() + 1, "bottom": h - ys.min(), "left": xs.max() + 1, "right": w - xs.min()}
-    near = EDGE_PX
-    touching = [side for side, hit in (("top", ys.min() < near), ("bottom", ys.max() >= h - near),
-                                       ("left", xs.min() < near), ("right", xs.max() >= w - near)) if hit]  # fmt: skip
+    near = {"top": ys.min() < EDGE_PX, "bottom": ys.max() >= h - EDGE_PX,
+            "left": xs.min() < EDGE_PX, "right": xs.max() >= w - EDGE_PX}  # fmt: skip
+    touching = [side for side, hit in near.items() if hit]
     if not touching:
         return None
     side = min(touching, key=lambda s: depths[s])
